@@ -1,0 +1,1 @@
+//! Benchmarks of the `uds` workspace (see the README for how to run them).

@@ -1,0 +1,90 @@
+//! A small peer process for the security tests; they run it as another user.
+//!
+//! `uds-probe talk PATH`: connect without client checks, send a frame, and
+//! print `served` if a reply comes back, `closed` if the server hung up
+//! unread, or `error: ...`.
+//! `uds-probe hammer PATH MILLIS`: connect in a loop for MILLIS ms; print how
+//! many connects succeeded.
+//! `uds-probe serve PATH`: serve as this user (any peer allowed, mode 0666),
+//! print `ready`, and answer one frame per connection until killed.
+//! `uds-probe talk-abstract NAME`: like `talk`, for an abstract socket.
+
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let out = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["talk", path] => talk(tokio::net::UnixStream::connect(path).await).await,
+        ["talk-abstract", name] => talk(connect_abstract(name)).await,
+        ["hammer", path, ms] => hammer(path, ms.parse().unwrap_or(500)).await,
+        ["serve", path] => serve(path).await,
+        _ => "error: usage: uds-probe talk|hammer|serve|talk-abstract ...".to_owned(),
+    };
+    println!("{out}");
+}
+
+fn connect_abstract(name: &str) -> std::io::Result<tokio::net::UnixStream> {
+    use std::os::linux::net::SocketAddrExt;
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+    let s = std::os::unix::net::UnixStream::connect_addr(&addr)?;
+    s.set_nonblocking(true)?;
+    tokio::net::UnixStream::from_std(s)
+}
+
+async fn talk(stream: std::io::Result<tokio::net::UnixStream>) -> String {
+    let mut s = match stream {
+        Ok(s) => s,
+        Err(e) => return format!("error: connect: {e}"),
+    };
+    // A one-byte frame: header 0x02, body "x".
+    if let Err(e) = s.write_all(&[0x02, b'x']).await {
+        return format!("closed (write: {e})");
+    }
+    let mut buf = [0u8; 16];
+    match tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await {
+        Ok(Ok(0)) => "closed".to_owned(),
+        Ok(Ok(_)) => "served".to_owned(),
+        Ok(Err(e)) => format!("closed ({e})"),
+        Err(_) => "error: no answer in 5s".to_owned(),
+    }
+}
+
+async fn hammer(path: &str, ms: u64) -> String {
+    let end = Instant::now() + Duration::from_millis(ms);
+    let mut ok = 0u64;
+    let mut tries = 0u64;
+    while Instant::now() < end {
+        tries += 1;
+        if tokio::net::UnixStream::connect(path).await.is_ok() {
+            ok += 1;
+        }
+        tokio::task::yield_now().await;
+    }
+    format!("{ok} of {tries}")
+}
+
+async fn serve(path: &str) -> String {
+    let listener = match uds::net::Listener::builder(path)
+        .mode(0o666)
+        .policy(uds::auth::Policy::allow_all())
+        .bind()
+    {
+        Ok(l) => l,
+        Err(e) => return format!("error: {e}"),
+    };
+    println!("ready");
+    loop {
+        let Ok(mut conn) = listener.accept().await else {
+            return "error: accept".to_owned();
+        };
+        tokio::spawn(async move {
+            let mut buf = [0u8; 16];
+            if conn.read(&mut buf).await.is_ok() {
+                let _ = conn.write_all(&[0x02, b'y']).await;
+            }
+        });
+    }
+}

@@ -1,0 +1,50 @@
+//! Helpers shared by the integration tests: running a probe process as
+//! another user, and temporary directories other users can reach.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+/// The unprivileged uid/gid the security tests switch to.
+pub const NOBODY: u32 = 65534;
+
+/// Whether this process runs as root (and so can start a probe as another
+/// user).
+pub fn is_root() -> bool {
+    uds::Cred::current().is_ok_and(|c| c.uid == 0)
+}
+
+/// Returns `true` if the test may go on; otherwise prints why it is skipped.
+pub fn require_root(test: &str) -> bool {
+    if is_root() {
+        true
+    } else {
+        eprintln!("SKIPPED {test}: needs root to start a probe as uid {NOBODY}");
+        false
+    }
+}
+
+/// A temporary directory with the given mode (e.g. 0o755 so that another
+/// user can reach a socket inside it).
+pub fn tempdir_with_mode(mode: u32) -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("uds-test")
+        .tempdir()
+        .expect("create temp dir");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(mode))
+        .expect("chmod temp dir");
+    dir
+}
+
+/// A command running the probe binary `bin` as uid/gid [`NOBODY`].
+pub fn probe_as_nobody(bin: &str, args: &[&str]) -> Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(bin);
+    cmd.args(args).uid(NOBODY).gid(NOBODY);
+    cmd
+}
+
+/// A path string, for probe arguments.
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("utf-8 temp path")
+}

@@ -1,0 +1,416 @@
+//! Chunk framing, wire-compatible with the Go package's `highlevel/chunk`.
+//!
+//! A frame is the body length as Go's **signed** varint (`binary.PutVarint`:
+//! zigzag, then base-128 little-endian groups) followed by the body. Length 5
+//! is the byte `0x0a`, 300 is `0xd8 0x04`.
+//!
+//! The decoder checks the declared length before allocating anything: a
+//! negative length, an overflowing varint or a length over the configured
+//! maximum is a [`FrameError`], and the connection should be closed. Bodies
+//! are handed out as [`Bytes`] split off a reused read buffer, without a
+//! copy.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), uds::frame::FrameError> {
+//! use uds::frame::{FrameReader, FrameWriter};
+//! let (a, b) = tokio::io::duplex(64);
+//! let mut w = FrameWriter::new(a);
+//! let mut r = FrameReader::new(b);
+//! w.write_frame(b"hello").await?;
+//! assert_eq!(r.read_frame().await?.as_deref(), Some(&b"hello"[..]));
+//! drop(w);
+//! assert_eq!(r.read_frame().await?, None); // clean EOF between frames
+//! # Ok(()) }
+//! ```
+
+use std::io;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// The longest length header: a 64-bit varint takes at most 10 bytes.
+pub const MAX_HEADER_LEN: usize = 10;
+
+/// Default largest frame body accepted: 16 MiB. The Go package has no limit.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+
+/// Default time a frame may take to arrive once its first byte has.
+pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bodies at least this large are written straight from the caller's buffer
+/// (vectored write) instead of being copied into the write buffer.
+const DIRECT_WRITE_MIN: usize = 32 * 1024;
+
+/// Room kept free in the read buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
+
+/// Errors of the framing layer. All but [`FrameError::Io`] mean the stream
+/// can no longer be trusted: close the connection.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The header declares a negative length.
+    #[error("protocol error: frame header declares a negative length ({declared}); closing")]
+    NegativeLength {
+        /// The declared length.
+        declared: i64,
+    },
+    /// The header is not a valid 64-bit varint.
+    #[error("protocol error: frame length varint overflows 64 bits; closing")]
+    VarintOverflow,
+    /// The header declares more than the configured maximum.
+    #[error(
+        "frame of {declared} bytes exceeds the limit of {max} bytes; raise max_frame_len on both sides if this is expected"
+    )]
+    TooLarge {
+        /// The declared length.
+        declared: u64,
+        /// The configured maximum.
+        max: usize,
+    },
+    /// The stream ended inside a frame.
+    #[error("connection closed mid-frame: {received} of {expected} bytes arrived")]
+    Truncated {
+        /// Bytes the frame needed (header and body; a lower bound while the
+        /// header is incomplete).
+        expected: usize,
+        /// Bytes that arrived.
+        received: usize,
+    },
+    /// A frame started but did not complete in time.
+    #[error("frame started but did not complete within {after:?}; the peer stalled")]
+    Timeout {
+        /// The configured frame timeout.
+        after: Duration,
+    },
+    /// Empty frames are never written (the Go reader would take one for an
+    /// empty message, ours refuses it).
+    #[error("refusing to write an empty frame")]
+    Empty,
+    /// The underlying reader or writer failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// Limits applied while reading frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FrameConfig {
+    /// Largest body accepted, in bytes (default [`DEFAULT_MAX_FRAME_LEN`]).
+    pub max_frame_len: usize,
+    /// Time a frame may take to arrive once started (default
+    /// [`DEFAULT_FRAME_TIMEOUT`]); `None` waits forever.
+    pub frame_timeout: Option<Duration>,
+}
+
+impl Default for FrameConfig {
+    fn default() -> Self {
+        FrameConfig {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
+        }
+    }
+}
+
+/// Writes the header for a body of `len` bytes into `out`; returns how many
+/// bytes it took.
+pub fn encode_header(len: usize, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
+    // Zigzag of a non-negative i64 is 2n; lengths are far below 2^63.
+    let mut v = (len as u64) << 1;
+    let mut i = 0;
+    while v >= 0x80 {
+        out[i] = (v as u8) | 0x80;
+        v >>= 7;
+        i += 1;
+    }
+    out[i] = v as u8;
+    i + 1
+}
+
+/// Appends one frame (header and body) to `dst`.
+pub fn put_frame(body: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
+    if body.is_empty() {
+        return Err(FrameError::Empty);
+    }
+    let mut hdr = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(body.len(), &mut hdr);
+    dst.reserve(n + body.len());
+    dst.put_slice(&hdr[..n]);
+    dst.put_slice(body);
+    Ok(())
+}
+
+/// Parses a length header at the start of `buf`.
+///
+/// Returns `Ok(None)` if more bytes are needed, or the header's length and the
+/// body length. Rejects negative, overflowing and over-`max` lengths as soon
+/// as the header is complete, before any body byte is needed.
+pub fn decode_header(buf: &[u8], max: usize) -> Result<Option<(usize, usize)>, FrameError> {
+    let mut x: u64 = 0;
+    let mut shift = 0u32;
+    for (i, &b) in buf.iter().enumerate() {
+        if i == MAX_HEADER_LEN {
+            return Err(FrameError::VarintOverflow);
+        }
+        if b < 0x80 {
+            if i == MAX_HEADER_LEN - 1 && b > 1 {
+                return Err(FrameError::VarintOverflow);
+            }
+            x |= u64::from(b) << shift;
+            // Zigzag decode, as Go's binary.Varint: odd values are negative.
+            if x & 1 == 1 {
+                return Err(FrameError::NegativeLength {
+                    declared: (!(x >> 1)).cast_signed(),
+                });
+            }
+            let len = x >> 1;
+            if len > max as u64 {
+                return Err(FrameError::TooLarge { declared: len, max });
+            }
+            return Ok(Some((i + 1, len as usize)));
+        }
+        x |= u64::from(b & 0x7f) << shift;
+        shift += 7;
+    }
+    if buf.len() >= MAX_HEADER_LEN {
+        return Err(FrameError::VarintOverflow);
+    }
+    Ok(None)
+}
+
+/// A synchronous frame decoder over a byte buffer: the core of
+/// [`FrameReader`], usable with any transport.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameDecoder {
+    max_frame_len: usize,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        FrameDecoder::new(DEFAULT_MAX_FRAME_LEN)
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder accepting bodies of at most `max_frame_len` bytes.
+    pub fn new(max_frame_len: usize) -> Self {
+        FrameDecoder { max_frame_len }
+    }
+
+    /// Takes one complete frame's body off the front of `buf`, or returns
+    /// `Ok(None)` (reserving room for the rest of the frame) if it is not all
+    /// there yet. A zero-length frame yields an empty body.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        let Some((hlen, blen)) = decode_header(buf, self.max_frame_len)? else {
+            return Ok(None);
+        };
+        let total = hlen + blen;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        buf.advance(hlen);
+        Ok(Some(buf.split_to(blen).freeze()))
+    }
+
+    /// How many bytes the frame at the front of `buf` needs in all, if its
+    /// header is complete (used to report truncation).
+    fn expected(self, buf: &[u8]) -> usize {
+        match decode_header(buf, self.max_frame_len) {
+            Ok(Some((h, b))) => h + b,
+            _ => buf.len() + 1,
+        }
+    }
+}
+
+/// Reads frames from an [`AsyncRead`], reusing one buffer.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    buf: BytesMut,
+    decoder: FrameDecoder,
+    frame_timeout: Option<Duration>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader with the default [`FrameConfig`].
+    pub fn new(inner: R) -> Self {
+        FrameReader::with_config(inner, FrameConfig::default())
+    }
+
+    /// A reader with the given limits.
+    pub fn with_config(inner: R, config: FrameConfig) -> Self {
+        FrameReader {
+            inner,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+            decoder: FrameDecoder::new(config.max_frame_len),
+            frame_timeout: config.frame_timeout,
+        }
+    }
+
+    /// Reads the next frame's body.
+    ///
+    /// Returns `Ok(None)` at a clean end of stream (between frames), and
+    /// [`FrameError::Truncated`] if the stream ends inside a frame. Waiting
+    /// for a frame to *start* is unbounded; once its first byte has arrived,
+    /// the rest must follow within the frame timeout.
+    ///
+    /// Cancel safe: bytes already read stay buffered for the next call.
+    pub async fn read_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
+        let mut started: Option<Instant> = None;
+        loop {
+            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+                return Ok(Some(frame));
+            }
+            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+                self.buf.reserve(READ_CHUNK);
+            }
+            let n = match (self.buf.is_empty(), self.frame_timeout) {
+                (false, Some(limit)) => {
+                    let start = *started.get_or_insert_with(Instant::now);
+                    tokio::time::timeout_at(start + limit, self.inner.read_buf(&mut self.buf))
+                        .await
+                        .map_err(|_| FrameError::Timeout { after: limit })??
+                }
+                _ => self.inner.read_buf(&mut self.buf).await?,
+            };
+            if n == 0 {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                return Err(FrameError::Truncated {
+                    expected: self.decoder.expected(&self.buf),
+                    received: self.buf.len(),
+                });
+            }
+        }
+    }
+
+    /// The underlying reader.
+    pub fn get_ref(&self) -> &R {
+        &self.inner
+    }
+
+    /// The underlying reader, mutably. Reading from it directly loses framing.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.inner
+    }
+
+    /// The underlying reader; bytes read ahead into the buffer are lost.
+    pub fn into_inner(self) -> R {
+        self.inner
+    }
+}
+
+/// Writes frames to an [`AsyncWrite`], reusing one buffer. Small frames are
+/// coalesced with [`FrameWriter::queue`] + [`FrameWriter::flush`]; large
+/// bodies go out by vectored write without being copied.
+#[derive(Debug)]
+pub struct FrameWriter<W> {
+    inner: W,
+    buf: BytesMut,
+}
+
+impl<W: AsyncWrite + Unpin> FrameWriter<W> {
+    /// A writer over `inner`.
+    pub fn new(inner: W) -> Self {
+        FrameWriter {
+            inner,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        }
+    }
+
+    /// Adds a frame to the write buffer without writing it.
+    pub fn queue(&mut self, body: &[u8]) -> Result<(), FrameError> {
+        put_frame(body, &mut self.buf)
+    }
+
+    /// Writes everything queued.
+    pub async fn flush(&mut self) -> Result<(), FrameError> {
+        if !self.buf.is_empty() {
+            self.inner.write_all(&self.buf).await?;
+            self.buf.clear();
+        }
+        self.inner.flush().await?;
+        Ok(())
+    }
+
+    /// Writes one frame (after anything queued) and flushes.
+    pub async fn write_frame(&mut self, body: &[u8]) -> Result<(), FrameError> {
+        if body.len() < DIRECT_WRITE_MIN {
+            self.queue(body)?;
+            return self.flush().await;
+        }
+        let mut hdr = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(body.len(), &mut hdr);
+        self.buf.put_slice(&hdr[..n]);
+        write_all_vectored(&mut self.inner, &self.buf, body).await?;
+        self.buf.clear();
+        self.inner.flush().await?;
+        Ok(())
+    }
+
+    /// The underlying writer.
+    pub fn get_ref(&self) -> &W {
+        &self.inner
+    }
+
+    /// The underlying writer, mutably.
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.inner
+    }
+
+    /// The underlying writer; anything queued and not flushed is lost.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+}
+
+/// Writes `a` then `b` with as few syscalls as the writer allows.
+pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    mut a: &[u8],
+    mut b: &[u8],
+) -> io::Result<()> {
+    while !a.is_empty() || !b.is_empty() {
+        let n = if a.is_empty() {
+            w.write(b).await?
+        } else {
+            let slices = [io::IoSlice::new(a), io::IoSlice::new(b)];
+            w.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn header_round_trip_small_and_large() {
+        for len in [0usize, 1, 63, 64, 127, 128, 300, 1 << 20, (1 << 40) + 7] {
+            let mut h = [0u8; MAX_HEADER_LEN];
+            let n = encode_header(len, &mut h);
+            assert_eq!(decode_header(&h[..n], usize::MAX).unwrap(), Some((n, len)));
+            // Every strict prefix is incomplete.
+            for cut in 0..n {
+                assert_eq!(decode_header(&h[..cut], usize::MAX).unwrap(), None);
+            }
+        }
+    }
+
+    #[test]
+    fn header_300_is_d8_04() {
+        let mut h = [0u8; MAX_HEADER_LEN];
+        let n = encode_header(300, &mut h);
+        assert_eq!(&h[..n], &[0xd8, 0x04]);
+    }
+}
