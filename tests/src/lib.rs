@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests: running a probe process as
 //! another user, and temporary directories other users can reach.
 
+// Test helpers: a failed set-up must fail the test loudly.
+#![allow(clippy::missing_panics_doc)]
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
@@ -42,6 +45,38 @@ pub fn probe_as_nobody(bin: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin);
     cmd.args(args).uid(NOBODY).gid(NOBODY);
     cmd
+}
+
+/// Sets the process umask; returns the previous one.
+#[allow(unsafe_code)]
+pub fn set_umask(mask: u32) -> u32 {
+    // SAFETY: umask(2) has no preconditions and cannot fail.
+    unsafe { libc::umask(mask as libc::mode_t) as u32 }
+}
+
+/// The soft and hard `RLIMIT_NOFILE`.
+#[allow(unsafe_code)]
+pub fn nofile_limit() -> (u64, u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes one rlimit into the struct we pass.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut lim) };
+    assert_eq!(rc, 0, "getrlimit failed");
+    (lim.rlim_cur, lim.rlim_max)
+}
+
+/// Sets `RLIMIT_NOFILE` for this process.
+#[allow(unsafe_code)]
+pub fn set_nofile_limit(soft: u64, hard: u64) {
+    let lim = libc::rlimit {
+        rlim_cur: soft,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit reads one rlimit from the struct we pass.
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raw const lim) };
+    assert_eq!(rc, 0, "setrlimit failed");
 }
 
 /// A path string, for probe arguments.

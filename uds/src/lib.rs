@@ -49,7 +49,7 @@
 //! wr.write_frame(b"plugin").await?;
 //! let reply = rd.read_frame().await?.expect("a reply");
 //! assert!(reply.starts_with(b"hello plugin, uid "));
-//! drop(wr);
+//! drop((rd, wr)); // both halves: only then is the socket closed
 //! server.await?.map_err(|e| e.to_string())?;
 //! # Ok(()) }
 //! ```
@@ -72,6 +72,9 @@
 //!
 //! Linux and macOS. Elsewhere reading peer credentials fails with
 //! [`cred::CredError::Unsupported`] rather than making one up.
+
+// No panics on anything a peer controls: unwrap/expect are banned outside tests.
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;
 pub mod cred;

@@ -141,15 +141,7 @@ impl Connector {
         let path = path.as_ref();
         paths::check_len(path)?;
         self.check_file(path)?;
-        let stream = self
-            .with_timeout(path, UnixStream::connect(path))
-            .await?
-            .map_err(|e| match e.kind() {
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                    NetError::NotFound { path: path.into() }
-                }
-                _ => NetError::io("connect to", path, e),
-            })?;
+        let stream = self.with_timeout(path, connect_retrying(path)).await??;
         self.finish(stream, path)
     }
 
@@ -295,6 +287,38 @@ impl Connector {
         Ok(Conn::new(stream, server))
     }
 }
+
+/// Connects, retrying while the server's accept backlog is full (Linux
+/// answers a non-blocking connect with `EAGAIN` then). Without a timeout the
+/// retries stop after [`BUSY_RETRY_FOR`] with [`NetError::ServerBusy`].
+async fn connect_retrying(path: &Path) -> Result<UnixStream, NetError> {
+    let started = tokio::time::Instant::now();
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match UnixStream::connect(path).await {
+            Ok(s) => return Ok(s),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if started.elapsed() >= BUSY_RETRY_FOR {
+                    return Err(NetError::ServerBusy { path: path.into() });
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+            Err(e) => {
+                return Err(match e.kind() {
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
+                        NetError::NotFound { path: path.into() }
+                    }
+                    _ => NetError::io("connect to", path, e),
+                });
+            }
+        }
+    }
+}
+
+/// How long a connect keeps retrying against a full accept backlog when no
+/// timeout was set.
+pub const BUSY_RETRY_FOR: Duration = Duration::from_secs(1);
 
 /// A connected pair of sockets (`socketpair`), each end knowing the other's
 /// credentials — for a parent and the child process it starts, or for tests.

@@ -161,6 +161,14 @@ pub enum NetError {
         /// The server process's gid.
         found: u32,
     },
+    /// The server's accept backlog stayed full: it is alive but overloaded.
+    #[error(
+        "the server on {path:?} is not accepting connections (backlog full); retry later or set a connect timeout"
+    )]
+    ServerBusy {
+        /// The path.
+        path: PathBuf,
+    },
     /// Connecting took longer than the configured timeout.
     #[error("connecting to {path:?} timed out after {after:?}")]
     ConnectTimeout {

@@ -14,7 +14,7 @@ mod listener;
 mod path;
 
 pub use conn::{Conn, PeerGone, WriteOnly};
-pub use connect::{Connector, connect, pair};
+pub use connect::{BUSY_RETRY_FOR, Connector, connect, pair};
 pub use error::{FileKind, Mode, NetError};
 pub use listener::{DEFAULT_MODE, Listener, ListenerBuilder, ListenerStats};
 pub use path::{max_abstract_name_len, max_path_len};

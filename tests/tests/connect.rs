@@ -1,0 +1,199 @@
+//! Client-side checks: the socket file, then the server's kernel creds.
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uds::net::{Connector, FileKind, Listener, NetError, connect};
+use uds_tests::{NOBODY, arg, probe_as_nobody, require_root, tempdir_with_mode};
+
+#[tokio::test]
+async fn missing_socket_is_not_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("none.sock");
+    match connect(&p).await {
+        Err(NetError::NotFound { path }) => assert_eq!(path, p),
+        other => panic!("expected NotFound, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn regular_file_and_symlink_are_not_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("file");
+    std::fs::write(&f, b"").unwrap();
+    let real = dir.path().join("real.sock");
+    let _l = Listener::bind(&real).unwrap();
+    let link = dir.path().join("link.sock");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    for (p, kind) in [(&f, FileKind::File), (&link, FileKind::Symlink)] {
+        match connect(p).await {
+            Err(NetError::NotASocket { found, .. }) => assert_eq!(found, kind),
+            other => panic!("{p:?}: expected NotASocket, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn mode_checks_are_octal_and_ignore_the_sticky_bit() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.sock");
+    let _l = Listener::builder(&p).mode(0o666).bind().unwrap();
+    // Default: no bits for others.
+    match connect(&p).await {
+        Err(NetError::ModeNotAllowed { found, allowed, .. }) => {
+            assert_eq!(found.0, 0o666);
+            assert!(allowed.contains("others"), "{allowed}");
+        }
+        other => panic!("expected ModeNotAllowed, got {other:?}"),
+    }
+    let err = connect(&p).await.unwrap_err().to_string();
+    assert!(err.contains("0666"), "mode printed in octal: {err}");
+    // Explicitly allowed.
+    Connector::new()
+        .allowed_modes([0o666])
+        .connect(&p)
+        .await
+        .unwrap();
+
+    // Sticky bit: 0o1770 on the file matches an allowed 0o770 (and 0o1770).
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o1770)).unwrap();
+    Connector::new()
+        .allowed_modes([0o770])
+        .connect(&p)
+        .await
+        .unwrap();
+    Connector::new()
+        .allowed_modes([0o1770])
+        .connect(&p)
+        .await
+        .unwrap();
+    match Connector::new()
+        .allowed_modes([0o600, 0o660])
+        .connect(&p)
+        .await
+    {
+        Err(NetError::ModeNotAllowed { found, allowed, .. }) => {
+            assert_eq!(found.0, 0o770);
+            assert_eq!(allowed, "one of 0600, 0660");
+        }
+        other => panic!("expected ModeNotAllowed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn file_owner_and_group_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("o.sock");
+    let _l = Listener::bind(&p).unwrap();
+    let me = uds::Cred::current().unwrap();
+    match Connector::new().owner(me.uid + 1).connect(&p).await {
+        Err(NetError::FileOwnerMismatch {
+            expected, found, ..
+        }) => assert_eq!((expected, found), (me.uid + 1, me.uid)),
+        other => panic!("expected FileOwnerMismatch, got {other:?}"),
+    }
+    match Connector::new().group(me.gid + 1).connect(&p).await {
+        Err(NetError::FileGroupMismatch {
+            expected, found, ..
+        }) => assert_eq!((expected, found), (me.gid + 1, me.gid)),
+        other => panic!("expected FileGroupMismatch, got {other:?}"),
+    }
+    // The server's own gid can be required too.
+    Connector::new()
+        .server_gid(me.gid)
+        .connect(&p)
+        .await
+        .unwrap();
+    match Connector::new().server_gid(me.gid + 1).connect(&p).await {
+        Err(NetError::ServerGidMismatch { found, .. }) => assert_eq!(found, me.gid),
+        other => panic!("expected ServerGidMismatch, got {other:?}"),
+    }
+}
+
+/// A server run by another user, whose socket file is then made to look like
+/// ours: only the kernel-credential check on the connected socket catches it.
+/// This is the "socket swapped between stat and connect" attack.
+#[tokio::test]
+async fn server_creds_are_checked_on_the_connected_socket() {
+    if !require_root("server_creds_are_checked_on_the_connected_socket") {
+        return;
+    }
+    let dir = tempdir_with_mode(0o1777);
+    let p = dir.path().join("impostor.sock");
+    let mut child = probe_as_nobody(env!("CARGO_BIN_EXE_uds-probe"), &["serve", arg(&p)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut line = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut line).unwrap();
+    assert_eq!(&line, b"ready\n");
+
+    // The file is owned by nobody: the file check already refuses.
+    match connect(&p).await {
+        Err(NetError::FileOwnerMismatch { found, .. }) => assert_eq!(found, NOBODY),
+        other => panic!("expected FileOwnerMismatch, got {other:?}"),
+    }
+    // Make the file look like ours (as an attacker who wins the race between
+    // our stat and our connect would): the server's kernel creds still give
+    // it away.
+    std::os::unix::fs::lchown(&p, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+    match connect(&p).await {
+        Err(NetError::ServerUidMismatch {
+            expected, found, ..
+        }) => assert_eq!((expected, found), (0, NOBODY)),
+        other => panic!("expected ServerUidMismatch, got {other:?}"),
+    }
+    // Told to expect nobody, the client talks to it.
+    let mut c = Connector::new()
+        .owner(NOBODY)
+        .file_owner(None)
+        .connect(&p)
+        .await
+        .unwrap();
+    assert_eq!(c.peer_cred().uid, NOBODY);
+    c.write_all(&[0x02, b'x']).await.unwrap();
+    let mut buf = [0u8; 2];
+    c.read_exact(&mut buf).await.unwrap();
+    assert_eq!(buf, [0x02, b'y']);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test]
+async fn connect_timeout_is_typed() {
+    // A listener whose backlog is full and never accepts: a blocking connect
+    // would wait; ours times out.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("full.sock");
+    let _l = Listener::bind(&p).unwrap();
+    let mut held = Vec::new();
+    let mut timed_out = false;
+    for _ in 0..10_000 {
+        match Connector::new()
+            .timeout(Duration::from_millis(50))
+            .connect(&p)
+            .await
+        {
+            Ok(c) => held.push(c),
+            Err(NetError::ConnectTimeout { after, .. }) => {
+                assert_eq!(after, Duration::from_millis(50));
+                timed_out = true;
+                break;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        timed_out,
+        "backlog never filled after {} connects",
+        held.len()
+    );
+    // With no timeout, a full backlog is a typed "busy" error, not a hang.
+    match connect(&p).await {
+        Err(NetError::ServerBusy { path }) => assert_eq!(path, p),
+        other => panic!("expected ServerBusy, got {other:?}"),
+    }
+}

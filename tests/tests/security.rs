@@ -1,0 +1,178 @@
+//! Authorization with a real second user. CI runs as root: each test starts
+//! the `uds-probe` binary as uid 65534; when not root they are skipped, and
+//! say so.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uds::auth::Policy;
+use uds::net::Listener;
+use uds_tests::{NOBODY, arg, probe_as_nobody, require_root, tempdir_with_mode};
+
+const PROBE: &str = env!("CARGO_BIN_EXE_uds-probe");
+
+/// Serves: every accepted connection gets one byte read and one frame back.
+/// Counts what reached "the handler".
+fn serve(listener: Listener, handled: Arc<AtomicUsize>) -> tokio::task::JoinHandle<Listener> {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                conn = listener.accept() => {
+                    let mut conn = conn.unwrap();
+                    handled.fetch_add(1, Ordering::SeqCst);
+                    tokio::spawn(async move {
+                        let mut b = [0u8; 2];
+                        if conn.read_exact(&mut b).await.is_ok() {
+                            let _ = conn.write_all(&[0x02, b'k']).await;
+                        }
+                    });
+                }
+                () = tokio::time::sleep(Duration::from_millis(1500)) => return listener,
+            }
+        }
+    })
+}
+
+/// Runs the probe as nobody off the async threads (the server under test
+/// runs on them) and returns what it printed.
+async fn run_probe(args: &[&str]) -> String {
+    let mut cmd = probe_as_nobody(PROBE, args);
+    cmd.stdout(Stdio::piped());
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[tokio::test]
+async fn other_uid_is_denied_by_default_before_any_byte_is_read() {
+    if !require_root("other_uid_is_denied_by_default_before_any_byte_is_read") {
+        return;
+    }
+    let dir = tempdir_with_mode(0o755);
+    let p = dir.path().join("s.sock");
+    // World-connectable file: the policy alone must keep nobody out.
+    let listener = Listener::builder(&p).mode(0o666).bind().unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let server = serve(listener, handled.clone());
+    let verdict = run_probe(&["talk", arg(&p)]).await;
+    assert!(verdict.starts_with("closed"), "probe said {verdict:?}");
+    let listener = server.await.unwrap();
+    assert_eq!(handled.load(Ordering::SeqCst), 0, "no handler saw the peer");
+    let stats = listener.stats();
+    assert_eq!((stats.accepted, stats.denied), (0, 1), "{stats:?}");
+}
+
+#[tokio::test]
+async fn uid_and_gid_allow_lists_let_the_named_peer_in() {
+    if !require_root("uid_and_gid_allow_lists_let_the_named_peer_in") {
+        return;
+    }
+    for policy in [Policy::uids([NOBODY]), Policy::gids([NOBODY])] {
+        let dir = tempdir_with_mode(0o755);
+        let p = dir.path().join("s.sock");
+        let listener = Listener::builder(&p)
+            .mode(0o666)
+            .policy(policy.clone())
+            .bind()
+            .unwrap();
+        let handled = Arc::new(AtomicUsize::new(0));
+        let server = serve(listener, handled.clone());
+        let verdict = run_probe(&["talk", arg(&p)]).await;
+        assert_eq!(verdict, "served", "policy {policy:?}");
+        let listener = server.await.unwrap();
+        assert_eq!(listener.stats().accepted, 1);
+        assert_eq!(handled.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[tokio::test]
+async fn custom_policy_sees_kernel_creds() {
+    if !require_root("custom_policy_sees_kernel_creds") {
+        return;
+    }
+    let dir = tempdir_with_mode(0o755);
+    let p = dir.path().join("s.sock");
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen2 = seen.clone();
+    let listener = Listener::builder(&p)
+        .mode(0o666)
+        .policy(Policy::custom(move |c| {
+            seen2.lock().unwrap().push((c.uid, c.gid));
+            false
+        }))
+        .bind()
+        .unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let server = serve(listener, handled.clone());
+    let verdict = run_probe(&["talk", arg(&p)]).await;
+    assert!(verdict.starts_with("closed"), "{verdict}");
+    server.await.unwrap();
+    assert_eq!(*seen.lock().unwrap(), [(NOBODY, NOBODY)]);
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn abstract_socket_relies_on_the_policy_alone() {
+    if !require_root("abstract_socket_relies_on_the_policy_alone") {
+        return;
+    }
+    let name = format!("uds-sec-{}", std::process::id());
+    let listener = Listener::builder_abstract(&name).bind().unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let server = serve(listener, handled.clone());
+    let verdict = run_probe(&["talk-abstract", &name]).await;
+    assert!(verdict.starts_with("closed"), "{verdict}");
+    let listener = server.await.unwrap();
+    assert_eq!(listener.stats().denied, 1);
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+/// While servers start (bind, chmod, publish) again and again with mode
+/// 0600, another uid hammering connect on the path never gets a connection.
+#[tokio::test]
+async fn racing_connects_from_another_uid_never_get_through_at_startup() {
+    if !require_root("racing_connects_from_another_uid_never_get_through_at_startup") {
+        return;
+    }
+    // With the usual umask (022) a fresh socket is not writable by others
+    // anyway; umask 0 is what makes a chmod-after-listen window exploitable.
+    uds_tests::set_umask(0);
+    let dir = tempdir_with_mode(0o755);
+    let p = dir.path().join("race.sock");
+    let hammer = probe_as_nobody(PROBE, &["hammer", arg(&p), "2000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Permissive policy: only the file mode stands between nobody and us.
+    let mut binds = 0;
+    let deadline = std::time::Instant::now() + Duration::from_millis(1800);
+    while std::time::Instant::now() < deadline {
+        let l = Listener::builder(&p)
+            .mode(0o600)
+            .policy(Policy::allow_all())
+            .bind()
+            .unwrap();
+        binds += 1;
+        tokio::task::yield_now().await;
+        drop(l);
+    }
+    let out = tokio::task::spawn_blocking(move || hammer.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (ok, tries) = text.split_once(" of ").expect("probe output");
+    assert!(binds > 50, "only {binds} binds");
+    assert!(
+        tries.parse::<u64>().unwrap() > 100,
+        "hammer made {tries} tries"
+    );
+    assert_eq!(
+        ok, "0",
+        "another uid connected during startup ({text}, {binds} binds)"
+    );
+}
