@@ -14,6 +14,7 @@
 //! | [`auth`] | [`auth::Policy`]: who may connect (default: same user) |
 //! | [`net`] | [`net::Listener`], [`net::connect`], [`net::pair`], [`net::Conn`] |
 //! | [`frame`] | the length-prefixed chunk framing, with size and time limits |
+//! | [`rpc`] | the multiplexed RPC: [`rpc::Client`], [`rpc::Server`], deadlines, cancellation |
 //!
 //! # Example
 //!
@@ -80,6 +81,7 @@ pub mod auth;
 pub mod cred;
 pub mod frame;
 pub mod net;
+pub mod rpc;
 mod sys;
 
 pub use cred::Cred;

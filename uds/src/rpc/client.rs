@@ -1,0 +1,414 @@
+//! The multiplexed RPC client.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use tokio::net::unix::OwnedReadHalf;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::envelope::{Envelope, EnvelopeRef};
+use super::error::RpcError;
+use super::outbox::Outbox;
+use crate::cred::Cred;
+use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameReader};
+use crate::net::{Conn, NetError};
+
+/// Default time a call may take when none is given: 30 s.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default bytes of frames queued for writing before callers wait: 4 MiB.
+pub const DEFAULT_WRITE_QUEUE: usize = 4 * 1024 * 1024;
+
+type Reply = Result<Bytes, RpcError>;
+
+/// Configures a [`Client`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until .build()"]
+pub struct ClientBuilder {
+    timeout: Duration,
+    max_frame_len: usize,
+    frame_timeout: Option<Duration>,
+    write_queue: usize,
+    go_compatible: bool,
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            timeout: DEFAULT_CALL_TIMEOUT,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            frame_timeout: FrameConfig::default().frame_timeout,
+            write_queue: DEFAULT_WRITE_QUEUE,
+            go_compatible: false,
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// Default timeout of each call (default [`DEFAULT_CALL_TIMEOUT`]); sent
+    /// to the server as the call's absolute deadline.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Largest frame sent or accepted (default 16 MiB).
+    pub fn max_frame_len(mut self, max: usize) -> Self {
+        self.max_frame_len = max;
+        self
+    }
+
+    /// Time a reply frame may take to arrive once started (default 10 s).
+    pub fn frame_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.frame_timeout = timeout;
+        self
+    }
+
+    /// Bytes of outgoing frames queued before callers wait (default 4 MiB).
+    pub fn write_queue(mut self, bytes: usize) -> Self {
+        self.write_queue = bytes.max(1);
+        self
+    }
+
+    /// Sends only what a Go `uds` server understands: no cancellation frames
+    /// when a call is dropped or times out.
+    pub fn go_compatible(mut self, yes: bool) -> Self {
+        self.go_compatible = yes;
+        self
+    }
+
+    /// Starts the client on a connected socket. Must be called inside a tokio
+    /// runtime; spawns one reader and one writer task, both stopped when the
+    /// last clone of the client is dropped.
+    pub fn build(self, conn: Conn) -> Client {
+        let (stream, peer) = conn.into_parts();
+        let (rd, wr) = stream.into_split();
+        let outbox = Arc::new(Outbox::new(self.write_queue));
+        let calls = Arc::new(CallTable::default());
+        let writer = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.run_writer(wr).await }
+        });
+        let reader = FrameReader::with_config(
+            rd,
+            FrameConfig {
+                max_frame_len: self.max_frame_len,
+                frame_timeout: self.frame_timeout,
+            },
+        );
+        let reader = tokio::spawn(read_replies(reader, calls.clone(), outbox.clone()));
+        Client {
+            inner: Arc::new(Inner {
+                outbox,
+                calls,
+                next_id: AtomicU32::new(1),
+                config: self,
+                peer,
+                tasks: [reader, writer],
+            }),
+        }
+    }
+
+    /// Connects to `path` with the default checks of
+    /// [`Connector`](crate::net::Connector) and starts the client.
+    pub async fn connect(self, path: impl AsRef<Path>) -> Result<Client, NetError> {
+        Ok(self.build(crate::net::connect(path).await?))
+    }
+}
+
+/// Per-call options.
+#[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
+pub struct CallOptions {
+    /// Overrides the client's default timeout.
+    pub timeout: Option<Duration>,
+}
+
+impl CallOptions {
+    /// Options with this timeout.
+    pub fn timeout(timeout: Duration) -> Self {
+        CallOptions {
+            timeout: Some(timeout),
+        }
+    }
+}
+
+/// A multiplexed RPC client over one connection. Cheap to clone; every clone
+/// shares the connection, and any number of calls may be in flight at once.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use uds::rpc::{Client, Server};
+/// let server = Server::builder()
+///     .handler("/echo", |_ctx, req| async move { Ok(req) })
+///     .build()?;
+/// let (a, b) = uds::net::pair()?;
+/// server.serve_connection(b);
+/// let client = Client::new(a);
+/// let reply = client.call("/echo", "hello").await?;
+/// assert_eq!(reply, "hello");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    outbox: Arc<Outbox>,
+    calls: Arc<CallTable>,
+    next_id: AtomicU32,
+    config: ClientBuilder,
+    peer: Cred,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // No call can be in flight: each borrows a Client. Let the writer
+        // flush (cancellations) and close; stop reading at once.
+        self.outbox.finish();
+        self.tasks[0].abort();
+    }
+}
+
+#[derive(Debug, Default)]
+struct CallTable {
+    state: Mutex<CallState>,
+}
+
+#[derive(Debug, Default)]
+struct CallState {
+    pending: HashMap<u32, oneshot::Sender<Reply>>,
+    closed: Option<RpcError>,
+}
+
+impl CallTable {
+    fn lock(&self) -> MutexGuard<'_, CallState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Fails every pending call with `err` and refuses new ones.
+    fn close(&self, err: &RpcError) {
+        let pending = {
+            let mut st = self.lock();
+            if st.closed.is_none() {
+                st.closed = Some(err.clone());
+            }
+            std::mem::take(&mut st.pending)
+        };
+        for (_, tx) in pending {
+            let _ = tx.send(Err(err.clone()));
+        }
+    }
+}
+
+impl Client {
+    /// A client with the default settings on a connected socket.
+    pub fn new(conn: Conn) -> Self {
+        ClientBuilder::default().build(conn)
+    }
+
+    /// A builder for a client with other settings.
+    pub fn builder() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// Connects to the server at `path` (with the default client checks) and
+    /// starts a client with the default settings.
+    pub async fn connect(path: impl AsRef<Path>) -> Result<Self, NetError> {
+        ClientBuilder::default().connect(path).await
+    }
+
+    /// The server's kernel credentials.
+    pub fn peer_cred(&self) -> &Cred {
+        &self.inner.peer
+    }
+
+    /// Whether the connection has closed; every later call fails at once.
+    pub fn is_closed(&self) -> bool {
+        self.inner.calls.lock().closed.is_some()
+    }
+
+    /// Calls `method` with `data` and the default timeout.
+    pub async fn call(&self, method: &str, data: impl Into<Bytes>) -> Result<Bytes, RpcError> {
+        self.call_with(method, data.into(), CallOptions::default())
+            .await
+    }
+
+    /// Calls `method` with `data` and per-call options.
+    ///
+    /// Dropping the returned future cancels the call: the server is told (a
+    /// cancellation frame, unless the client is
+    /// [Go-compatible](ClientBuilder::go_compatible)) and stops the handler.
+    pub async fn call_with(
+        &self,
+        method: &str,
+        data: Bytes,
+        opts: CallOptions,
+    ) -> Result<Bytes, RpcError> {
+        let inner = &*self.inner;
+        let timeout = opts.timeout.unwrap_or(inner.config.timeout);
+        let local_deadline = Instant::now() + timeout;
+        let exp_unix_nano = unix_nanos_after(timeout);
+        let env = EnvelopeRef {
+            exp_unix_nano,
+            method: method.as_bytes(),
+            data: &data,
+            ..EnvelopeRef::default()
+        };
+        let len = env.encoded_len() + 1; // at least the id byte
+        if len > inner.config.max_frame_len {
+            return Err(RpcError::FrameTooLarge {
+                len,
+                max: inner.config.max_frame_len,
+            });
+        }
+        let (tx, rx) = oneshot::channel();
+        let id = self.register(tx)?;
+        let mut guard = PendingGuard {
+            inner,
+            id,
+            armed: true,
+        };
+        let env = EnvelopeRef { id, ..env };
+        let sent = tokio::time::timeout_at(local_deadline, inner.outbox.push(&env, Some(&data)));
+        match sent.await {
+            Ok(Ok(())) => {}
+            Ok(Err(closed)) => {
+                guard.armed = false;
+                inner.calls.lock().pending.remove(&id);
+                return Err(RpcError::closed(closed));
+            }
+            Err(_) => return Err(deadline_error(timeout)),
+        }
+        match tokio::time::timeout_at(local_deadline, rx).await {
+            Ok(Ok(reply)) => {
+                guard.armed = false; // the reader already removed the entry
+                reply
+            }
+            Ok(Err(_)) => {
+                guard.armed = false;
+                Err(RpcError::closed("client shut down"))
+            }
+            Err(_) => Err(deadline_error(timeout)), // guard cancels
+        }
+    }
+
+    fn register(&self, tx: oneshot::Sender<Reply>) -> Result<u32, RpcError> {
+        let mut st = self.inner.calls.lock();
+        if let Some(err) = &st.closed {
+            return Err(err.clone());
+        }
+        // Ids are unique among calls in flight and never 0 (a Go server's
+        // id-less error replies decode as id 0).
+        loop {
+            let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+            if id != 0 && !st.pending.contains_key(&id) {
+                st.pending.insert(id, tx);
+                return Ok(id);
+            }
+        }
+    }
+}
+
+/// Removes a call from the table if its future ends early (dropped, timed
+/// out) and tells the server to stop working on it.
+struct PendingGuard<'a> {
+    inner: &'a Inner,
+    id: u32,
+    armed: bool,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let was_pending = self.inner.calls.lock().pending.remove(&self.id).is_some();
+        if was_pending && !self.inner.config.go_compatible {
+            let cancel = EnvelopeRef {
+                id: self.id,
+                cancel: true,
+                ..EnvelopeRef::default()
+            };
+            // Best effort: if the connection is gone, so is the call.
+            let _ = self.inner.outbox.push_now(&cancel);
+        }
+    }
+}
+
+fn deadline_error(timeout: Duration) -> RpcError {
+    RpcError::DeadlineExceeded {
+        message: format!("no reply within {timeout:?}"),
+    }
+}
+
+/// Unix time in nanoseconds `after` from now, saturating.
+pub(crate) fn unix_nanos_after(after: Duration) -> i64 {
+    let at = SystemTime::now() + after;
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(1, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+async fn read_replies(
+    mut reader: FrameReader<OwnedReadHalf>,
+    calls: Arc<CallTable>,
+    outbox: Arc<Outbox>,
+) {
+    let err = loop {
+        let body = match reader.read_frame().await {
+            Ok(Some(body)) => body,
+            Ok(None) => break RpcError::closed("the server closed the connection"),
+            Err(e) => {
+                break match e {
+                    crate::frame::FrameError::Io(io) => RpcError::closed(io),
+                    crate::frame::FrameError::Truncated { .. } => RpcError::closed(e),
+                    other => RpcError::Protocol {
+                        reason: other.to_string(),
+                    },
+                };
+            }
+        };
+        let env = match Envelope::decode(&body) {
+            Ok(env) => env,
+            Err(e) => {
+                break RpcError::Protocol {
+                    reason: format!("undecodable reply: {e}"),
+                };
+            }
+        };
+        deliver(&calls, env);
+    };
+    tracing::debug!(%err, "rpc client connection ended");
+    outbox.break_with(&err.to_string());
+    calls.close(&err);
+}
+
+fn deliver(calls: &CallTable, env: Envelope) {
+    if env.id == 0 {
+        // A Go server sends its errors without an id: nobody can match them.
+        tracing::warn!(err_type = env.err_type, err = %env.err_text(), "reply without a call id dropped");
+        return;
+    }
+    let Some(tx) = calls.lock().pending.remove(&env.id) else {
+        tracing::debug!(
+            id = env.id,
+            "reply for no pending call dropped (late, cancelled or duplicate)"
+        );
+        return;
+    };
+    let reply = if env.err_type == 0 {
+        Ok(env.data)
+    } else {
+        Err(RpcError::from_wire(env.err_type, env.err_text()))
+    };
+    let _ = tx.send(reply);
+}

@@ -1,0 +1,55 @@
+//! What a handler knows about its call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::server::ConnState;
+use crate::cred::Cred;
+
+/// The context of one call: who is calling, until when, and whether the call
+/// was cancelled.
+///
+/// Cancellation (the client dropped the call, its deadline passed, or the
+/// server is shutting down past its grace period) drops the handler's future
+/// at its next `.await`, like any Rust future cancellation. Work that runs
+/// outside the future — a thread, a `spawn_blocking` closure — can watch
+/// [`Context::cancellation`].
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub(crate) peer: Arc<Cred>,
+    pub(crate) id: u32,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) conn: Arc<ConnState>,
+}
+
+impl Context {
+    /// The caller's kernel credentials.
+    pub fn peer(&self) -> &Cred {
+        &self.peer
+    }
+
+    /// The call id the client chose.
+    pub fn call_id(&self) -> u32 {
+        self.id
+    }
+
+    /// When the call's deadline passes, if it has one.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+
+    /// Time left until the deadline (`None`: no deadline).
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// A token cancelled when this call is cancelled, for work outside the
+    /// handler's future. Created on first use; cheap to clone.
+    pub fn cancellation(&self) -> CancellationToken {
+        self.conn.cancellation_token(self.id)
+    }
+}

@@ -1,0 +1,379 @@
+//! The RPC envelope: one protobuf (proto3) message per frame.
+//!
+//! Hand-written rather than generated with prost: decoding must hand out
+//! `method` and `data` as zero-copy slices of the frame (`Bytes`), and
+//! encoding must write straight into the connection's reused buffer without
+//! building an owned message first — a generated struct with `String`/`Vec`
+//! fields costs allocations on every call. The format is six scalar fields
+//! (see `PROTOCOL.md`), small enough to keep exact by hand and by test.
+
+use bytes::{BufMut, Bytes};
+
+/// Field numbers of the envelope (see `PROTOCOL.md`).
+pub mod field {
+    /// `uint32 id = 1`: the call id.
+    pub const ID: u32 = 1;
+    /// `int64 exp_unix_nano = 2`: absolute deadline.
+    pub const EXP_UNIX_NANO: u32 = 2;
+    /// `string method = 3`.
+    pub const METHOD: u32 = 3;
+    /// `bytes data = 4`.
+    pub const DATA: u32 = 4;
+    /// `uint32 err_type = 5`.
+    pub const ERR_TYPE: u32 = 5;
+    /// `string err = 6`.
+    pub const ERR: u32 = 6;
+    /// `bool cancel = 16` (uds extension): cancel the call with this id.
+    pub const CANCEL: u32 = 16;
+}
+
+const WIRE_VARINT: u32 = 0;
+const WIRE_I64: u32 = 1;
+const WIRE_LEN: u32 = 2;
+const WIRE_I32: u32 = 5;
+
+/// A decoded envelope. `method`, `data` and `err` share the frame's memory.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Envelope {
+    /// Call id (field 1).
+    pub id: u32,
+    /// Absolute deadline, Unix nanoseconds; 0 = none (field 2).
+    pub exp_unix_nano: i64,
+    /// Method name, raw; see [`Envelope::method_str`] (field 3).
+    pub method: Bytes,
+    /// Argument or result (field 4).
+    pub data: Bytes,
+    /// 0 = no error; 1–4 as in [`ErrorCode`](super::ErrorCode) (field 5).
+    pub err_type: u32,
+    /// Error text, raw (field 6).
+    pub err: Bytes,
+    /// Cancellation request (field 16, uds extension).
+    pub cancel: bool,
+}
+
+/// Why an envelope could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// The message ended inside a field.
+    #[error("envelope truncated inside a field")]
+    Truncated,
+    /// A varint longer than 10 bytes.
+    #[error("envelope has an overlong varint")]
+    VarintOverflow,
+    /// Field number 0, or a tag beyond the 32-bit range.
+    #[error("envelope has an invalid field tag")]
+    InvalidTag,
+    /// A known field arrived with the wrong wire type.
+    #[error("envelope field {field} has wire type {wire_type}, not the one it is declared with")]
+    WrongWireType {
+        /// Field number.
+        field: u32,
+        /// Wire type seen.
+        wire_type: u32,
+    },
+    /// Deprecated group wire types, or an undefined wire type.
+    #[error("envelope uses unsupported wire type {0}")]
+    UnsupportedWireType(u32),
+}
+
+impl Envelope {
+    /// Decodes an envelope from a frame body. Unknown fields are skipped, as
+    /// proto3 requires; for repeated scalar fields the last one wins.
+    pub fn decode(body: &Bytes) -> Result<Self, EnvelopeError> {
+        let mut env = Envelope::default();
+        let mut r = Reader { buf: body, pos: 0 };
+        while r.pos < body.len() {
+            let key = r.varint()?;
+            let number = u32::try_from(key >> 3).map_err(|_| EnvelopeError::InvalidTag)?;
+            let wire = (key & 7) as u32;
+            if number == 0 {
+                return Err(EnvelopeError::InvalidTag);
+            }
+            let expect = |want: u32| {
+                if wire == want {
+                    Ok(())
+                } else {
+                    Err(EnvelopeError::WrongWireType {
+                        field: number,
+                        wire_type: wire,
+                    })
+                }
+            };
+            match number {
+                field::ID => {
+                    expect(WIRE_VARINT)?;
+                    env.id = r.varint()? as u32; // proto3 truncates to 32 bits
+                }
+                field::EXP_UNIX_NANO => {
+                    expect(WIRE_VARINT)?;
+                    env.exp_unix_nano = r.varint()?.cast_signed();
+                }
+                field::METHOD => {
+                    expect(WIRE_LEN)?;
+                    env.method = r.bytes(body)?;
+                }
+                field::DATA => {
+                    expect(WIRE_LEN)?;
+                    env.data = r.bytes(body)?;
+                }
+                field::ERR_TYPE => {
+                    expect(WIRE_VARINT)?;
+                    env.err_type = r.varint()? as u32;
+                }
+                field::ERR => {
+                    expect(WIRE_LEN)?;
+                    env.err = r.bytes(body)?;
+                }
+                field::CANCEL => {
+                    expect(WIRE_VARINT)?;
+                    env.cancel = r.varint()? != 0;
+                }
+                _ => r.skip(wire)?,
+            }
+        }
+        Ok(env)
+    }
+
+    /// The method name, if it is valid UTF-8.
+    pub fn method_str(&self) -> Option<&str> {
+        std::str::from_utf8(&self.method).ok()
+    }
+
+    /// The error text, with invalid UTF-8 replaced.
+    pub fn err_text(&self) -> String {
+        String::from_utf8_lossy(&self.err).into_owned()
+    }
+
+    /// Encodes the envelope (all fields, defaults omitted, in field order).
+    pub fn encode(&self, dst: &mut impl BufMut) {
+        self.as_ref().encode(dst);
+    }
+
+    /// The encoded length in bytes.
+    pub fn encoded_len(&self) -> usize {
+        self.as_ref().encoded_len()
+    }
+
+    pub(crate) fn as_ref(&self) -> EnvelopeRef<'_> {
+        EnvelopeRef {
+            id: self.id,
+            exp_unix_nano: self.exp_unix_nano,
+            method: &self.method,
+            data: &self.data,
+            err_type: self.err_type,
+            err: &self.err,
+            cancel: self.cancel,
+        }
+    }
+}
+
+/// A borrowed envelope for encoding without building owned fields.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct EnvelopeRef<'a> {
+    pub(crate) id: u32,
+    pub(crate) exp_unix_nano: i64,
+    pub(crate) method: &'a [u8],
+    pub(crate) data: &'a [u8],
+    pub(crate) err_type: u32,
+    pub(crate) err: &'a [u8],
+    pub(crate) cancel: bool,
+}
+
+impl EnvelopeRef<'_> {
+    /// Length of everything before the content of `data`.
+    pub(crate) fn prefix_len(&self) -> usize {
+        let mut n = 0;
+        if self.id != 0 {
+            n += 1 + varint_len(u64::from(self.id));
+        }
+        if self.exp_unix_nano != 0 {
+            n += 1 + varint_len(self.exp_unix_nano.cast_unsigned());
+        }
+        if !self.method.is_empty() {
+            n += 1 + varint_len(self.method.len() as u64) + self.method.len();
+        }
+        if !self.data.is_empty() {
+            n += 1 + varint_len(self.data.len() as u64);
+        }
+        n
+    }
+
+    /// Length of everything after the content of `data`.
+    pub(crate) fn suffix_len(&self) -> usize {
+        let mut n = 0;
+        if self.err_type != 0 {
+            n += 1 + varint_len(u64::from(self.err_type));
+        }
+        if !self.err.is_empty() {
+            n += 1 + varint_len(self.err.len() as u64) + self.err.len();
+        }
+        if self.cancel {
+            n += 2 + 1; // two-byte tag (field 16), one-byte value
+        }
+        n
+    }
+
+    pub(crate) fn encoded_len(&self) -> usize {
+        self.prefix_len() + self.data.len() + self.suffix_len()
+    }
+
+    /// Writes fields 1–3 and the tag and length of field 4 (not its content).
+    pub(crate) fn encode_prefix(&self, dst: &mut impl BufMut) {
+        if self.id != 0 {
+            put_key(dst, field::ID, WIRE_VARINT);
+            put_varint(dst, u64::from(self.id));
+        }
+        if self.exp_unix_nano != 0 {
+            put_key(dst, field::EXP_UNIX_NANO, WIRE_VARINT);
+            put_varint(dst, self.exp_unix_nano.cast_unsigned());
+        }
+        if !self.method.is_empty() {
+            put_key(dst, field::METHOD, WIRE_LEN);
+            put_varint(dst, self.method.len() as u64);
+            dst.put_slice(self.method);
+        }
+        if !self.data.is_empty() {
+            put_key(dst, field::DATA, WIRE_LEN);
+            put_varint(dst, self.data.len() as u64);
+        }
+    }
+
+    /// Writes the fields after `data`.
+    pub(crate) fn encode_suffix(&self, dst: &mut impl BufMut) {
+        if self.err_type != 0 {
+            put_key(dst, field::ERR_TYPE, WIRE_VARINT);
+            put_varint(dst, u64::from(self.err_type));
+        }
+        if !self.err.is_empty() {
+            put_key(dst, field::ERR, WIRE_LEN);
+            put_varint(dst, self.err.len() as u64);
+            dst.put_slice(self.err);
+        }
+        if self.cancel {
+            put_key(dst, field::CANCEL, WIRE_VARINT);
+            put_varint(dst, 1);
+        }
+    }
+
+    pub(crate) fn encode(&self, dst: &mut impl BufMut) {
+        self.encode_prefix(dst);
+        dst.put_slice(self.data);
+        self.encode_suffix(dst);
+    }
+}
+
+fn put_key(dst: &mut impl BufMut, number: u32, wire: u32) {
+    put_varint(dst, u64::from((number << 3) | wire));
+}
+
+pub(crate) fn put_varint(dst: &mut impl BufMut, mut v: u64) {
+    while v >= 0x80 {
+        dst.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    dst.put_u8(v as u8);
+}
+
+pub(crate) fn varint_len(v: u64) -> usize {
+    // 1 byte per started group of 7 bits; 0 takes one byte.
+    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn varint(&mut self) -> Result<u64, EnvelopeError> {
+        let mut x: u64 = 0;
+        for i in 0..10 {
+            let b = *self.buf.get(self.pos).ok_or(EnvelopeError::Truncated)?;
+            self.pos += 1;
+            if i == 9 && b > 1 {
+                return Err(EnvelopeError::VarintOverflow);
+            }
+            x |= u64::from(b & 0x7f) << (7 * i);
+            if b < 0x80 {
+                return Ok(x);
+            }
+        }
+        Err(EnvelopeError::VarintOverflow)
+    }
+
+    fn len_delimited(&mut self) -> Result<std::ops::Range<usize>, EnvelopeError> {
+        let len = usize::try_from(self.varint()?).map_err(|_| EnvelopeError::Truncated)?;
+        let end = self
+            .pos
+            .checked_add(len)
+            .filter(|end| *end <= self.buf.len())
+            .ok_or(EnvelopeError::Truncated)?;
+        let range = self.pos..end;
+        self.pos = end;
+        Ok(range)
+    }
+
+    fn bytes(&mut self, body: &Bytes) -> Result<Bytes, EnvelopeError> {
+        let range = self.len_delimited()?;
+        Ok(body.slice(range))
+    }
+
+    fn skip(&mut self, wire: u32) -> Result<(), EnvelopeError> {
+        let fixed = |this: &mut Self, n: usize| {
+            if this.buf.len() - this.pos < n {
+                return Err(EnvelopeError::Truncated);
+            }
+            this.pos += n;
+            Ok(())
+        };
+        match wire {
+            WIRE_VARINT => self.varint().map(drop),
+            WIRE_I64 => fixed(self, 8),
+            WIRE_LEN => self.len_delimited().map(drop),
+            WIRE_I32 => fixed(self, 4),
+            other => Err(EnvelopeError::UnsupportedWireType(other)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varint_len_matches_encoding() {
+        for v in [
+            0u64,
+            1,
+            127,
+            128,
+            16_383,
+            16_384,
+            u64::from(u32::MAX),
+            u64::MAX,
+        ] {
+            let mut b = Vec::new();
+            put_varint(&mut b, v);
+            assert_eq!(b.len(), varint_len(v), "{v}");
+        }
+    }
+
+    #[test]
+    fn round_trip_all_fields() {
+        let e = Envelope {
+            id: 7,
+            exp_unix_nano: -5,
+            method: Bytes::from_static(b"/m"),
+            data: Bytes::from_static(b"d"),
+            err_type: 4,
+            err: Bytes::from_static(b"e"),
+            cancel: true,
+        };
+        let mut buf = Vec::new();
+        e.encode(&mut buf);
+        assert_eq!(buf.len(), e.encoded_len());
+        assert_eq!(Envelope::decode(&Bytes::from(buf)).unwrap(), e);
+    }
+}

@@ -1,0 +1,181 @@
+use std::fmt;
+
+/// The `err_type` values of the wire format (`0` means no error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCode {
+    /// 1: no handler is registered under the method name.
+    MethodNotFound = 1,
+    /// 2: the call's deadline passed.
+    DeadlineExceeded = 2,
+    /// 3: the request could not be decoded.
+    BadData = 3,
+    /// 4: the handler returned an error.
+    Server = 4,
+}
+
+impl ErrorCode {
+    /// The wire value.
+    pub fn as_u32(self) -> u32 {
+        self as u32
+    }
+}
+
+/// Errors of an RPC call, as the caller sees them.
+///
+/// The first four mirror the wire's `err_type` values; the rest arise on the
+/// client side. Only [`RpcError::DeadlineExceeded`] is
+/// [retryable](RpcError::is_retryable), as in the Go package.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RpcError {
+    /// The server has no handler for the method (`err_type` 1).
+    #[error("method not found: {message} (check the method name and that the server registers it)")]
+    MethodNotFound {
+        /// The server's text.
+        message: String,
+    },
+    /// The deadline passed before a reply (`err_type` 2, or measured locally).
+    #[error("deadline exceeded: {message} (raise the call's timeout if the server needs longer)")]
+    DeadlineExceeded {
+        /// Which side noticed, in words.
+        message: String,
+    },
+    /// The server could not decode the request (`err_type` 3), or the client
+    /// could not decode the reply.
+    #[error("bad data: {message}")]
+    BadData {
+        /// What was wrong.
+        message: String,
+    },
+    /// The handler returned an error (`err_type` 4).
+    #[error("server error: {message}")]
+    Server {
+        /// The handler's message.
+        message: String,
+    },
+    /// The server sent an `err_type` this client does not know.
+    #[error("unknown error type {code} from the server: {message}")]
+    Unknown {
+        /// The `err_type` value.
+        code: u32,
+        /// The server's text.
+        message: String,
+    },
+    /// The connection closed (or broke) before the reply arrived. The call may
+    /// or may not have run on the server.
+    #[error("connection closed: {reason}")]
+    ConnectionClosed {
+        /// Why, as far as known.
+        reason: String,
+    },
+    /// The peer broke the protocol; the connection was closed.
+    #[error("protocol error: {reason}; the connection was closed")]
+    Protocol {
+        /// What the peer did.
+        reason: String,
+    },
+    /// A request or reply is larger than the frame limit.
+    #[error(
+        "message of {len} bytes exceeds the frame limit of {max} bytes; raise max_frame_len on both sides if this is expected"
+    )]
+    FrameTooLarge {
+        /// The message size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// Encoding a request or decoding a reply with a codec failed.
+    #[error("codec error: {message}")]
+    Codec {
+        /// The codec's message.
+        message: String,
+    },
+    /// A server or client was configured inconsistently.
+    #[error("configuration error: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl RpcError {
+    /// Whether retrying the same call may succeed: only a deadline error.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, RpcError::DeadlineExceeded { .. })
+    }
+
+    /// The wire code this error corresponds to, if any.
+    pub fn code(&self) -> Option<ErrorCode> {
+        match self {
+            RpcError::MethodNotFound { .. } => Some(ErrorCode::MethodNotFound),
+            RpcError::DeadlineExceeded { .. } => Some(ErrorCode::DeadlineExceeded),
+            RpcError::BadData { .. } => Some(ErrorCode::BadData),
+            RpcError::Server { .. } => Some(ErrorCode::Server),
+            _ => None,
+        }
+    }
+
+    /// Maps a reply's `err_type` and text to an error.
+    pub(crate) fn from_wire(code: u32, message: String) -> Self {
+        match code {
+            1 => RpcError::MethodNotFound { message },
+            2 => RpcError::DeadlineExceeded { message },
+            3 => RpcError::BadData { message },
+            4 => RpcError::Server { message },
+            code => RpcError::Unknown { code, message },
+        }
+    }
+
+    pub(crate) fn closed(reason: impl fmt::Display) -> Self {
+        RpcError::ConnectionClosed {
+            reason: reason.to_string(),
+        }
+    }
+}
+
+/// An error a handler returns; becomes the reply's `err_type` and `err`.
+///
+/// Any `Display` error converts into one with `?` (as a server error, code
+/// 4); [`HandlerError::bad_data`] marks the request itself as faulty (code 3).
+/// Keep `%` out of texts meant for Go clients: they use the text as a format
+/// string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HandlerError {
+    pub(crate) code: ErrorCode,
+    pub(crate) message: String,
+}
+
+impl HandlerError {
+    /// A server error (code 4) with this message.
+    pub fn server(message: impl Into<String>) -> Self {
+        HandlerError {
+            code: ErrorCode::Server,
+            message: message.into(),
+        }
+    }
+
+    /// A bad-data error (code 3): the request was malformed.
+    pub fn bad_data(message: impl Into<String>) -> Self {
+        HandlerError {
+            code: ErrorCode::BadData,
+            message: message.into(),
+        }
+    }
+
+    /// The wire code.
+    pub fn code(&self) -> ErrorCode {
+        self.code
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl<E: fmt::Display> From<E> for HandlerError {
+    fn from(err: E) -> Self {
+        HandlerError::server(err.to_string())
+    }
+}

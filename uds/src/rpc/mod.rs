@@ -1,0 +1,57 @@
+//! The multiplexed chunk RPC, wire-compatible with the Go package's
+//! `highlevel/chunk/rpc`.
+//!
+//! Each frame carries one [`Envelope`] (protobuf). A [`Client`] sends many
+//! calls at once over one connection and matches replies by id, in any
+//! order; a [`Server`] dispatches each request by method name to a handler,
+//! with the caller's [`Cred`](crate::Cred), a deadline and cancellation in
+//! its [`Context`]. Extensions beyond the Go format (cancellation) use new
+//! envelope fields that a Go peer ignores; see `PROTOCOL.md`.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::time::Duration;
+//! use uds::rpc::{CallOptions, Client, HandlerError, RpcError, Server};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("rpc.sock");
+//! let server = Server::builder()
+//!     .handler("/upper", |ctx, req| async move {
+//!         let who = ctx.peer().uid; // the caller's uid, from the kernel
+//!         let text = std::str::from_utf8(&req).map_err(|_| HandlerError::bad_data("not UTF-8"))?;
+//!         Ok(format!("{} (uid {who})", text.to_uppercase()).into())
+//!     })
+//!     .build()?;
+//! server.serve(uds::net::Listener::bind(&path)?);
+//!
+//! let client = Client::connect(&path).await?;
+//! let reply = client.call("/upper", "hi").await?;
+//! assert!(reply.starts_with(b"HI (uid "));
+//!
+//! match client.call("/nope", "").await {
+//!     Err(RpcError::MethodNotFound { .. }) => {}
+//!     other => panic!("{other:?}"),
+//! }
+//! let short = CallOptions::timeout(Duration::from_secs(1));
+//! client.call_with("/upper", "x".into(), short).await?;
+//!
+//! let report = server.shutdown(Duration::from_secs(1)).await;
+//! assert!(report.graceful);
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod context;
+mod envelope;
+mod error;
+mod outbox;
+mod server;
+
+pub use client::{CallOptions, Client, ClientBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_WRITE_QUEUE};
+pub use context::Context;
+pub use envelope::{Envelope, EnvelopeError, field};
+pub use error::{ErrorCode, HandlerError, RpcError};
+pub use server::{
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CALLS, DEFAULT_MAX_CALLS_PER_CONNECTION, Server,
+    ServerBuilder, ShutdownReport,
+};

@@ -1,0 +1,776 @@
+//! The RPC server: dispatch by method name, deadlines, cancellation, bounds,
+//! graceful shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tokio::io::Interest;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::context::Context;
+use super::envelope::{Envelope, EnvelopeRef};
+use super::error::{ErrorCode, HandlerError, RpcError};
+use super::outbox::Outbox;
+use crate::cred::Cred;
+use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameError, FrameReader};
+use crate::net::{Conn, Listener};
+
+/// Default most calls running at once on one connection: 128. When reached,
+/// the server stops reading that connection until a call finishes
+/// (backpressure; the client's writes then wait).
+pub const DEFAULT_MAX_CALLS_PER_CONNECTION: usize = 128;
+/// Default most calls running at once in the whole server: 1024. Same
+/// behaviour when reached.
+pub const DEFAULT_MAX_CALLS: usize = 1024;
+/// Default time a connection with no call in flight may stay silent before
+/// the server closes it: 15 minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Longest error text sent in a reply; longer texts are cut.
+const MAX_ERROR_TEXT: usize = 16 * 1024;
+
+/// A handler's outcome, as the server replies it.
+type Outcome = Result<Bytes, HandlerError>;
+
+/// Type-erased handler: starts one call as its own task. Spawning inside the
+/// generic impl keeps the handler's future unboxed — one allocation per call.
+trait ErasedHandler: Send + Sync + 'static {
+    fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard) -> AbortHandle;
+}
+
+struct FnHandler<F>(F);
+
+impl<F, Fut> ErasedHandler for FnHandler<F>
+where
+    F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard) -> AbortHandle {
+        // A handler that panics while *building* its future is caught too.
+        let fut = std::panic::catch_unwind(AssertUnwindSafe(|| (self.0)(ctx, req)));
+        tokio::spawn(async move {
+            let outcome = match fut {
+                Ok(fut) => run_to_deadline(fut, call.deadline).await,
+                Err(_) => Err(panicked()),
+            };
+            call.finish(outcome).await;
+        })
+        .abort_handle()
+    }
+}
+
+fn panicked() -> HandlerError {
+    HandlerError::server("the handler panicked")
+}
+
+async fn run_to_deadline<Fut: Future<Output = Outcome>>(
+    fut: Fut,
+    deadline: Option<Instant>,
+) -> Outcome {
+    let guarded = AssertUnwindSafe(fut).catch_unwind();
+    let result = match deadline {
+        Some(at) => match tokio::time::timeout_at(at, guarded).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(HandlerError {
+                    code: ErrorCode::DeadlineExceeded,
+                    message: "the handler did not finish before the call's deadline".into(),
+                });
+            }
+        },
+        None => guarded.await,
+    };
+    result.unwrap_or_else(|_| Err(panicked()))
+}
+
+/// Limits and timeouts of a server.
+#[derive(Debug, Clone)]
+struct Config {
+    max_calls_per_conn: usize,
+    max_calls: usize,
+    max_frame_len: usize,
+    frame_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+    write_queue: usize,
+    default_timeout: Option<Duration>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_calls_per_conn: DEFAULT_MAX_CALLS_PER_CONNECTION,
+            max_calls: DEFAULT_MAX_CALLS,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            frame_timeout: FrameConfig::default().frame_timeout,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+            write_queue: super::client::DEFAULT_WRITE_QUEUE,
+            default_timeout: None,
+        }
+    }
+}
+
+/// Registers handlers and sets limits; [`ServerBuilder::build`] makes the
+/// [`Server`]. Handlers are fixed once built: nothing can race a
+/// registration against dispatch.
+#[must_use = "a builder does nothing until .build()"]
+pub struct ServerBuilder {
+    handlers: HashMap<Box<str>, Arc<dyn ErasedHandler>>,
+    duplicates: Vec<String>,
+    config: Config,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("methods", &self.handlers.keys().collect::<Vec<_>>())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Registers `handler` for `method` (e.g. `"/Calculator/add"`).
+    ///
+    /// The handler gets the call's [`Context`] and the request bytes and
+    /// returns the reply bytes, or a [`HandlerError`] (any `Display` error
+    /// converts with `?`). Registering a method twice is reported by
+    /// [`build`](Self::build).
+    pub fn handler<F, Fut>(mut self, method: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
+    {
+        let method = method.into();
+        if self.handlers.contains_key(method.as_str()) {
+            self.duplicates.push(method);
+        } else {
+            self.handlers
+                .insert(method.into_boxed_str(), Arc::new(FnHandler(handler)));
+        }
+        self
+    }
+
+    /// Most calls in flight per connection (default
+    /// [`DEFAULT_MAX_CALLS_PER_CONNECTION`]). At the limit the server stops
+    /// reading that connection until a call finishes.
+    pub fn max_calls_per_connection(mut self, n: usize) -> Self {
+        self.config.max_calls_per_conn = n;
+        self
+    }
+
+    /// Most calls in flight in the server (default [`DEFAULT_MAX_CALLS`]).
+    pub fn max_calls(mut self, n: usize) -> Self {
+        self.config.max_calls = n;
+        self
+    }
+
+    /// Largest frame accepted or sent (default 16 MiB). A larger request
+    /// closes its connection (its length cannot be trusted); a larger reply
+    /// is replaced by a server error.
+    pub fn max_frame_len(mut self, n: usize) -> Self {
+        self.config.max_frame_len = n;
+        self
+    }
+
+    /// Time a request frame may take to arrive once started (default 10 s).
+    pub fn frame_timeout(mut self, t: Option<Duration>) -> Self {
+        self.config.frame_timeout = t;
+        self
+    }
+
+    /// Time a connection with no call in flight may stay silent (default
+    /// [`DEFAULT_IDLE_TIMEOUT`]); `None` keeps idle connections forever.
+    pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
+        self.config.idle_timeout = t;
+        self
+    }
+
+    /// Bytes of replies queued per connection before handlers wait to
+    /// reply (default 4 MiB).
+    pub fn write_queue(mut self, bytes: usize) -> Self {
+        self.config.write_queue = bytes.max(1);
+        self
+    }
+
+    /// Deadline for calls that arrive without one (`exp_unix_nano` 0).
+    /// Default: none.
+    pub fn default_timeout(mut self, t: Option<Duration>) -> Self {
+        self.config.default_timeout = t;
+        self
+    }
+
+    /// Builds the server.
+    pub fn build(self) -> Result<Server, RpcError> {
+        if !self.duplicates.is_empty() {
+            return Err(RpcError::Config {
+                message: format!(
+                    "methods registered more than once: {}",
+                    self.duplicates.join(", ")
+                ),
+            });
+        }
+        if self.config.max_calls == 0 || self.config.max_calls_per_conn == 0 {
+            return Err(RpcError::Config {
+                message: "call limits must be at least 1".into(),
+            });
+        }
+        let shared = Arc::new(Shared {
+            calls: Arc::new(Semaphore::new(self.config.max_calls)),
+            handlers: self.handlers,
+            config: self.config,
+            stop_accepting: CancellationToken::new(),
+            hard_stop: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+            aborted: AtomicU64::new(0),
+        });
+        Ok(Server {
+            owner: Arc::new(Owner(shared)),
+        })
+    }
+}
+
+struct Shared {
+    handlers: HashMap<Box<str>, Arc<dyn ErasedHandler>>,
+    config: Config,
+    calls: Arc<Semaphore>,
+    stop_accepting: CancellationToken,
+    hard_stop: CancellationToken,
+    tracker: TaskTracker,
+    aborted: AtomicU64,
+}
+
+/// Stops everything when the last [`Server`] handle goes.
+struct Owner(Arc<Shared>);
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        self.0.stop_accepting.cancel();
+        self.0.hard_stop.cancel();
+    }
+}
+
+/// An RPC server. Cheap to clone; dropping the last clone stops it at once
+/// (use [`Server::shutdown`] to stop gracefully).
+///
+/// Every reply carries the request's id. Error replies use the wire codes:
+/// unknown method → 1, deadline → 2, undecodable request → 3, handler error
+/// or panic → 4. A request whose deadline has passed is refused without
+/// running the handler; a handler still running at its deadline is dropped
+/// and answered with a deadline error.
+#[derive(Clone)]
+pub struct Server {
+    owner: Arc<Owner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field(
+                "methods",
+                &self.shared().handlers.keys().collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a graceful shutdown did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Whether every call finished (and its reply was written) within the
+    /// grace period.
+    pub graceful: bool,
+    /// Calls cancelled because the grace period ran out.
+    pub aborted_calls: u64,
+}
+
+impl Server {
+    /// A builder.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            handlers: HashMap::new(),
+            duplicates: Vec::new(),
+            config: Config::default(),
+        }
+    }
+
+    fn shared(&self) -> &Arc<Shared> {
+        &self.owner.0
+    }
+
+    /// The registered method names.
+    pub fn methods(&self) -> impl Iterator<Item = &str> {
+        self.shared().handlers.keys().map(AsRef::as_ref)
+    }
+
+    /// Serves every connection `listener` accepts, in the background, until
+    /// [`shutdown`](Self::shutdown). Must be called inside a tokio runtime.
+    pub fn serve(&self, listener: Listener) {
+        let shared = self.shared().clone();
+        self.shared().tracker.spawn(async move {
+            loop {
+                let conn = tokio::select! {
+                    () = shared.stop_accepting.cancelled() => break,
+                    c = listener.accept() => c,
+                };
+                match conn {
+                    Ok(conn) => {
+                        let s = shared.clone();
+                        shared.tracker.spawn(serve_conn(s, conn));
+                    }
+                    Err(err) => {
+                        tracing::error!(%err, "listener failed; no longer accepting");
+                        break;
+                    }
+                }
+            }
+            // Dropping the listener closes it and removes its socket file, so
+            // that no new client connects to a server that will not answer.
+            drop(listener);
+        });
+    }
+
+    /// Serves one connection (for example an end of [`net::pair`](crate::net::pair))
+    /// in the background.
+    pub fn serve_connection(&self, conn: Conn) {
+        let shared = self.shared().clone();
+        self.shared().tracker.spawn(serve_conn(shared, conn));
+    }
+
+    /// Stops gracefully: stops accepting connections (removing the socket
+    /// file) and reading new requests, lets calls in flight finish and writes
+    /// their replies for up to `grace`, then cancels what is left and closes
+    /// every connection.
+    pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
+        let shared = self.shared();
+        shared.stop_accepting.cancel();
+        shared.tracker.close();
+        let graceful = tokio::time::timeout(grace, shared.tracker.wait())
+            .await
+            .is_ok();
+        if !graceful {
+            shared.hard_stop.cancel();
+            shared.tracker.wait().await;
+        }
+        ShutdownReport {
+            graceful,
+            aborted_calls: shared.aborted.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Per-connection state shared with the calls running on it.
+#[derive(Debug)]
+pub(crate) struct ConnState {
+    outbox: Outbox,
+    inflight: Mutex<InFlightTable>,
+    /// Notified when the last call in flight ends.
+    drained: Notify,
+    max_frame_len: usize,
+}
+
+#[derive(Debug, Default)]
+struct InFlightTable {
+    calls: HashMap<u32, InFlight>,
+    seq: u64,
+}
+
+#[derive(Debug)]
+struct InFlight {
+    seq: u64,
+    abort: Option<AbortHandle>,
+    token: Option<CancellationToken>,
+}
+
+impl InFlight {
+    fn cancel(self) {
+        if let Some(a) = self.abort {
+            a.abort();
+        }
+        if let Some(t) = self.token {
+            t.cancel();
+        }
+    }
+}
+
+impl ConnState {
+    fn lock(&self) -> MutexGuard<'_, InFlightTable> {
+        self.inflight.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn cancellation_token(&self, id: u32) -> CancellationToken {
+        match self.lock().calls.get_mut(&id) {
+            Some(entry) => entry
+                .token
+                .get_or_insert_with(CancellationToken::new)
+                .clone(),
+            None => {
+                // The call is already over: a cancelled token is the truth.
+                let t = CancellationToken::new();
+                t.cancel();
+                t
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.lock().calls.is_empty()
+    }
+
+    fn cancel(&self, id: u32) -> bool {
+        let entry = self.lock().calls.remove(&id);
+        let found = entry.is_some();
+        if let Some(e) = entry {
+            e.cancel();
+        }
+        if found && self.is_idle() {
+            self.drained.notify_waiters();
+        }
+        found
+    }
+
+    fn cancel_all(&self) -> u64 {
+        let all: Vec<InFlight> = self.lock().calls.drain().map(|(_, v)| v).collect();
+        let n = all.len() as u64;
+        for e in all {
+            e.cancel();
+        }
+        self.drained.notify_waiters();
+        n
+    }
+
+    /// Waits until no call is in flight.
+    async fn wait_drained(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.is_idle() {
+                return;
+            }
+            drained.await;
+        }
+    }
+
+    async fn reply(&self, id: u32, outcome: Outcome) {
+        let result = match outcome {
+            Ok(data) => {
+                let env = EnvelopeRef {
+                    id,
+                    data: &data,
+                    ..EnvelopeRef::default()
+                };
+                if env.encoded_len() > self.max_frame_len {
+                    let msg = format!(
+                        "the reply of {} bytes exceeds the frame limit of {} bytes",
+                        data.len(),
+                        self.max_frame_len
+                    );
+                    self.push_error(id, ErrorCode::Server, &msg).await
+                } else {
+                    self.outbox.push(&env, Some(&data)).await
+                }
+            }
+            Err(e) => self.push_error(id, e.code, &e.message).await,
+        };
+        if let Err(closed) = result {
+            tracing::debug!(id, %closed, "reply not sent: connection closed");
+        }
+    }
+
+    async fn push_error(
+        &self,
+        id: u32,
+        code: ErrorCode,
+        msg: &str,
+    ) -> Result<(), super::outbox::Closed> {
+        let msg = truncate(msg, MAX_ERROR_TEXT.min(self.max_frame_len / 2));
+        let env = EnvelopeRef {
+            id,
+            err_type: code.as_u32(),
+            err: msg.as_bytes(),
+            ..EnvelopeRef::default()
+        };
+        self.outbox.push(&env, None).await
+    }
+}
+
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// One call in flight: releases its permits and its table entry when the
+/// call ends, however it ends (finished, cancelled, aborted).
+pub(crate) struct CallGuard {
+    conn: Arc<ConnState>,
+    id: u32,
+    seq: u64,
+    deadline: Option<Instant>,
+    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+}
+
+impl CallGuard {
+    async fn finish(self, outcome: Outcome) {
+        // Replying while still registered keeps graceful shutdown waiting
+        // for the reply to be queued.
+        self.conn.reply(self.id, outcome).await;
+    }
+}
+
+impl Drop for CallGuard {
+    fn drop(&mut self) {
+        let now_idle = {
+            let mut t = self.conn.lock();
+            if t.calls.get(&self.id).is_some_and(|e| e.seq == self.seq) {
+                t.calls.remove(&self.id);
+            }
+            t.calls.is_empty()
+        };
+        if now_idle {
+            self.conn.drained.notify_waiters();
+        }
+    }
+}
+
+async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
+    let (stream, peer) = conn.into_parts();
+    let peer = Arc::new(peer);
+    let (rd, wr) = stream.into_split();
+    let state = Arc::new(ConnState {
+        outbox: Outbox::new(shared.config.write_queue),
+        inflight: Mutex::new(InFlightTable::default()),
+        drained: Notify::new(),
+        max_frame_len: shared.config.max_frame_len,
+    });
+    let writer = tokio::spawn({
+        let state = state.clone();
+        async move { state.outbox.run_writer(wr).await }
+    });
+    let mut reader = FrameReader::with_config(
+        rd,
+        FrameConfig {
+            max_frame_len: shared.config.max_frame_len,
+            frame_timeout: shared.config.frame_timeout,
+        },
+    );
+    let conn_permits = Arc::new(Semaphore::new(shared.config.max_calls_per_conn));
+    let mut eof = false;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = shared.stop_accepting.cancelled() => break,
+            () = idle(&state, shared.config.idle_timeout) => {
+                tracing::debug!(peer = %peer, "closing idle connection");
+                break;
+            }
+            f = reader.read_frame() => f,
+        };
+        let body = match frame {
+            Ok(Some(body)) => body,
+            Ok(None) => {
+                eof = true;
+                break;
+            }
+            Err(FrameError::Io(e)) => {
+                tracing::debug!(peer = %peer, %e, "connection read failed");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(peer = %peer, %e, "closing connection: bad framing");
+                break;
+            }
+        };
+        let keep_going = tokio::select! {
+            () = shared.stop_accepting.cancelled() => false,
+            () = handle_frame(&shared, &state, &peer, &conn_permits, body) => true,
+        };
+        if !keep_going {
+            break;
+        }
+    }
+    // The peer closed both directions (not just its writing side): nobody
+    // will read replies, so stop the calls now.
+    if eof && peer_fully_closed(&reader).await {
+        shared
+            .aborted
+            .fetch_add(state.cancel_all(), Ordering::Relaxed);
+    }
+    tokio::select! {
+        () = state.wait_drained() => {}
+        () = shared.hard_stop.cancelled() => {
+            shared.aborted.fetch_add(state.cancel_all(), Ordering::Relaxed);
+        }
+    }
+    state.outbox.finish();
+    tokio::select! {
+        _ = writer => {}
+        () = shared.hard_stop.cancelled() => {}
+    }
+}
+
+async fn peer_fully_closed(reader: &FrameReader<tokio::net::unix::OwnedReadHalf>) -> bool {
+    let stream: &tokio::net::UnixStream = reader.get_ref().as_ref();
+    match tokio::time::timeout(Duration::from_millis(10), stream.ready(Interest::WRITABLE)).await {
+        Ok(Ok(ready)) => ready.is_write_closed(),
+        Ok(Err(_)) => true,
+        Err(_) => false,
+    }
+}
+
+/// Completes once the connection has had no call in flight for `timeout`.
+async fn idle(state: &ConnState, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    // Within one read, calls only end (a new one needs a frame), so once the
+    // connection is drained it stays drained until this future is dropped.
+    state.wait_drained().await;
+    tokio::time::sleep(timeout).await;
+}
+
+async fn handle_frame(
+    shared: &Arc<Shared>,
+    state: &Arc<ConnState>,
+    peer: &Arc<Cred>,
+    conn_permits: &Arc<Semaphore>,
+    body: Bytes,
+) {
+    let env = match Envelope::decode(&body) {
+        Ok(env) => env,
+        Err(e) => {
+            // The frame boundary is intact, so the connection goes on. The raw
+            // bytes are never echoed back.
+            tracing::debug!(peer = %peer, %e, len = body.len(), "undecodable request");
+            let msg = format!("request envelope could not be decoded: {e}");
+            let _ = state.push_error(0, ErrorCode::BadData, &msg).await;
+            return;
+        }
+    };
+    if env.cancel {
+        if state.cancel(env.id) {
+            shared.aborted.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(id = env.id, "call cancelled by the client");
+        }
+        return;
+    }
+    if env.id == 0 {
+        let _ = state
+            .push_error(0, ErrorCode::BadData, "request has no call id")
+            .await;
+        return;
+    }
+    let id = env.id;
+    let Some(method) = env.method_str() else {
+        state
+            .reply(
+                id,
+                Err(HandlerError::bad_data("method name is not valid UTF-8")),
+            )
+            .await;
+        return;
+    };
+    let deadline = match deadline_of(env.exp_unix_nano, shared.config.default_timeout) {
+        Ok(d) => d,
+        Err(()) => {
+            let e = HandlerError {
+                code: ErrorCode::DeadlineExceeded,
+                message: "the call's deadline had passed when it arrived".into(),
+            };
+            state.reply(id, Err(e)).await;
+            return;
+        }
+    };
+    let Some(handler) = shared.handlers.get(method) else {
+        let e = HandlerError {
+            code: ErrorCode::MethodNotFound,
+            message: format!("method {} not found", truncate(method, 256)),
+        };
+        state.reply(id, Err(e)).await;
+        return;
+    };
+    // Bounds: wait for a slot (per connection, then server-wide). While
+    // waiting, this connection is not read: backpressure, not buffering.
+    let (Ok(p1), Ok(p2)) = (
+        conn_permits.clone().acquire_owned().await,
+        shared.calls.clone().acquire_owned().await,
+    ) else {
+        return; // semaphores are never closed
+    };
+    let seq = {
+        let mut t = state.lock();
+        if t.calls.contains_key(&id) {
+            None
+        } else {
+            t.seq += 1;
+            let seq = t.seq;
+            t.calls.insert(
+                id,
+                InFlight {
+                    seq,
+                    abort: None,
+                    token: None,
+                },
+            );
+            Some(seq)
+        }
+    };
+    let Some(seq) = seq else {
+        let e = HandlerError::bad_data(format!("call id {id} is already in flight"));
+        state.reply(id, Err(e)).await;
+        return;
+    };
+    let ctx = Context {
+        peer: peer.clone(),
+        id,
+        deadline,
+        conn: state.clone(),
+    };
+    let guard = CallGuard {
+        conn: state.clone(),
+        id,
+        seq,
+        deadline,
+        _permits: (p1, p2),
+    };
+    let abort = handler.spawn(ctx, env.data, guard);
+    if let Some(entry) = state.lock().calls.get_mut(&id) {
+        if entry.seq == seq {
+            entry.abort = Some(abort);
+        }
+    }
+}
+
+/// The local deadline for a call's `exp_unix_nano`: `Err` if it has passed.
+fn deadline_of(exp_unix_nano: i64, default: Option<Duration>) -> Result<Option<Instant>, ()> {
+    if exp_unix_nano == 0 {
+        return Ok(default.map(|t| Instant::now() + t));
+    }
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
+    let left = exp_unix_nano.saturating_sub(now);
+    if left <= 0 {
+        return Err(());
+    }
+    // Far-future deadlines (beyond ~a year) mean "no deadline" to the timer.
+    let left = Duration::from_nanos(left.cast_unsigned());
+    Ok(Instant::now()
+        .checked_add(left)
+        .filter(|_| left < Duration::from_secs(366 * 86_400)))
+}
