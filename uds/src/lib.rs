@@ -78,6 +78,7 @@
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod auth;
+pub mod codec;
 pub mod cred;
 pub mod frame;
 pub mod net;

@@ -46,6 +46,7 @@ mod envelope;
 mod error;
 mod outbox;
 mod server;
+mod typed;
 
 pub use client::{CallOptions, Client, ClientBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_WRITE_QUEUE};
 pub use context::Context;
