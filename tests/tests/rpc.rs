@@ -1,0 +1,496 @@
+//! RPC behaviour: every error path, cancellation, connection loss, bounds,
+//! shutdown, concurrency and leaks.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use uds::rpc::{CallOptions, Client, HandlerError, RpcError, Server};
+
+/// Sets a flag when dropped: proves a handler's future was dropped.
+struct DropFlag(Arc<AtomicBool>);
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+fn pair_client(server: &Server) -> Client {
+    let (a, b) = uds::net::pair().unwrap();
+    server.serve_connection(b);
+    Client::new(a)
+}
+
+async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out waiting: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn handler_errors_and_panics_are_server_errors_and_the_connection_goes_on() {
+    let server = Server::builder()
+        .handler("/fail", |_, _| async move {
+            // Any Display error converts with `?`.
+            std::fs::read("/nonexistent/uds-test")
+                .map_err(|_| std::io::Error::other("disk on fire"))?;
+            Ok(Bytes::new())
+        })
+        .handler("/panic", |_, _| async move {
+            if true {
+                panic!("handler bug");
+            }
+            Ok(Bytes::new())
+        })
+        .handler("/bad", |_, _| async move {
+            Err(HandlerError::bad_data("wrong shape"))
+        })
+        .handler("/ok", |_, req| async move { Ok(req) })
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    assert_eq!(
+        client.call("/fail", "").await,
+        Err(RpcError::Server {
+            message: "disk on fire".into()
+        })
+    );
+    let p = client.call("/panic", "").await.unwrap_err();
+    assert!(
+        matches!(&p, RpcError::Server { message } if message.contains("panicked")),
+        "{p:?}"
+    );
+    assert_eq!(
+        client.call("/bad", "").await,
+        Err(RpcError::BadData {
+            message: "wrong shape".into()
+        })
+    );
+    assert_eq!(
+        client.call("/ok", "still here").await.unwrap(),
+        "still here"
+    );
+    assert!(!p.is_retryable());
+}
+
+#[tokio::test]
+async fn handler_past_its_deadline_is_dropped_and_answered_with_deadline_exceeded() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let d2 = dropped.clone();
+    let server = Server::builder()
+        .handler("/slow", move |_, _| {
+            let flag = DropFlag(d2.clone());
+            async move {
+                let _flag = flag;
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                Ok(Bytes::new())
+            }
+        })
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    let start = Instant::now();
+    let err = client
+        .call_with(
+            "/slow",
+            Bytes::new(),
+            CallOptions::timeout(Duration::from_millis(150)),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, RpcError::DeadlineExceeded { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    assert!(start.elapsed() < Duration::from_secs(2));
+    eventually("handler dropped at its deadline", || {
+        dropped.load(Ordering::SeqCst)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn dropping_a_call_cancels_it_on_the_server() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let token_fired = Arc::new(AtomicBool::new(false));
+    let (d2, t2) = (dropped.clone(), token_fired.clone());
+    let server = Server::builder()
+        .handler("/wait", move |ctx, _| {
+            let flag = DropFlag(d2.clone());
+            let token = ctx.cancellation();
+            let t2 = t2.clone();
+            // Work outside the future watches the token.
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(token.cancelled());
+                t2.store(true, Ordering::SeqCst);
+            });
+            async move {
+                let _flag = flag;
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                Ok(Bytes::new())
+            }
+        })
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    let call = client.call("/wait", "");
+    assert!(
+        tokio::time::timeout(Duration::from_millis(100), call)
+            .await
+            .is_err()
+    );
+    eventually("handler future dropped", || dropped.load(Ordering::SeqCst)).await;
+    eventually("cancellation token fired", || {
+        token_fired.load(Ordering::SeqCst)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn go_compatible_client_sends_no_cancellation() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let d2 = dropped.clone();
+    let server = Server::builder()
+        .handler("/wait", move |_, _| {
+            let flag = DropFlag(d2.clone());
+            async move {
+                let _flag = flag;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                Ok(Bytes::new())
+            }
+        })
+        .build()
+        .unwrap();
+    let (a, b) = uds::net::pair().unwrap();
+    server.serve_connection(b);
+    let client = Client::builder().go_compatible(true).build(a);
+    assert!(
+        tokio::time::timeout(Duration::from_millis(50), client.call("/wait", ""))
+            .await
+            .is_err()
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!dropped.load(Ordering::SeqCst), "no cancel frame was sent");
+}
+
+#[tokio::test]
+async fn connection_loss_fails_every_pending_call_at_once() {
+    // A server that reads requests and never answers, then goes away.
+    let (a, b) = uds::net::pair().unwrap();
+    let client = Client::builder().timeout(Duration::from_secs(30)).build(a);
+    let mut calls = Vec::new();
+    for i in 0..8 {
+        let c = client.clone();
+        calls.push(tokio::spawn(
+            async move { c.call("/x", format!("{i}")).await },
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let closed_at = Instant::now();
+    drop(b);
+    for call in calls {
+        let r = call.await.unwrap();
+        assert!(matches!(r, Err(RpcError::ConnectionClosed { .. })), "{r:?}");
+    }
+    assert!(
+        closed_at.elapsed() < Duration::from_millis(100),
+        "failed at once, not at the deadline"
+    );
+    assert!(client.is_closed());
+    assert!(matches!(
+        client.call("/x", "").await,
+        Err(RpcError::ConnectionClosed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn per_connection_limit_bounds_concurrency_and_queues_the_rest() {
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r2, p2) = (running.clone(), peak.clone());
+    let server = Server::builder()
+        .max_calls_per_connection(2)
+        .handler("/work", move |_, req| {
+            let (running, peak) = (r2.clone(), p2.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(req)
+            }
+        })
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    let mut calls = Vec::new();
+    for i in 0..10 {
+        let c = client.clone();
+        calls.push(tokio::spawn(async move {
+            c.call("/work", format!("{i}")).await
+        }));
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        assert_eq!(call.await.unwrap().unwrap(), format!("{i}"));
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn server_wide_limit_spans_connections() {
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let (r2, p2) = (running.clone(), peak.clone());
+    let server = Server::builder()
+        .max_calls(3)
+        .handler("/work", move |_, req| {
+            let (running, peak) = (r2.clone(), p2.clone());
+            async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                running.fetch_sub(1, Ordering::SeqCst);
+                Ok(req)
+            }
+        })
+        .build()
+        .unwrap();
+    let mut calls = Vec::new();
+    for _ in 0..4 {
+        let client = pair_client(&server);
+        for _ in 0..4 {
+            let c = client.clone();
+            calls.push(tokio::spawn(async move { c.call("/work", "x").await }));
+        }
+    }
+    for call in calls {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(peak.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn frame_limits_are_enforced_on_both_sides() {
+    let server = Server::builder()
+        .max_frame_len(1024)
+        .handler("/echo", |_, req| async move { Ok(req) })
+        .handler(
+            "/big",
+            |_, _| async move { Ok(Bytes::from(vec![7u8; 4096])) },
+        )
+        .build()
+        .unwrap();
+    // Client-side limit: refused locally, nothing sent.
+    let (a, b) = uds::net::pair().unwrap();
+    server.serve_connection(b);
+    let small = Client::builder().max_frame_len(100).build(a);
+    assert!(matches!(
+        small.call("/echo", vec![0u8; 200]).await,
+        Err(RpcError::FrameTooLarge { max: 100, .. })
+    ));
+    assert_eq!(small.call("/echo", "fits").await.unwrap(), "fits");
+    // A reply over the server's limit becomes a server error.
+    let e = small.call("/big", "").await.unwrap_err();
+    assert!(
+        matches!(&e, RpcError::Server { message } if message.contains("exceeds the frame limit")),
+        "{e:?}"
+    );
+    // A request over the server's limit closes that connection only.
+    let client = pair_client(&server);
+    let e = client.call("/echo", vec![1u8; 2000]).await.unwrap_err();
+    assert!(matches!(e, RpcError::ConnectionClosed { .. }), "{e:?}");
+    assert_eq!(
+        small.call("/echo", "other connection fine").await.unwrap(),
+        "other connection fine"
+    );
+}
+
+#[tokio::test]
+async fn idle_connections_are_closed() {
+    let server = Server::builder()
+        .idle_timeout(Some(Duration::from_millis(100)))
+        .handler("/echo", |_, req| async move { Ok(req) })
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    assert_eq!(client.call("/echo", "a").await.unwrap(), "a");
+    eventually("idle connection closed", || client.is_closed()).await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_delivers_in_flight_replies_and_removes_the_socket() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    let server = Server::builder()
+        .handler("/slow", |_, req| async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            Ok(req)
+        })
+        .build()
+        .unwrap();
+    server.serve(uds::net::Listener::bind(&path).unwrap());
+    let client = Client::connect(&path).await.unwrap();
+    let c2 = client.clone();
+    let call = tokio::spawn(async move { c2.call("/slow", "finished").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let report = server.shutdown(Duration::from_secs(2)).await;
+    assert!(report.graceful, "{report:?}");
+    assert_eq!(report.aborted_calls, 0);
+    assert_eq!(call.await.unwrap().unwrap(), "finished");
+    assert!(!path.exists(), "socket file removed");
+    eventually("client sees the close", || client.is_closed()).await;
+}
+
+#[tokio::test]
+async fn shutdown_past_its_grace_period_cancels_what_is_left() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let d2 = dropped.clone();
+    let server = Server::builder()
+        .handler("/forever", move |_, _| {
+            let flag = DropFlag(d2.clone());
+            async move {
+                let _flag = flag;
+                std::future::pending::<()>().await;
+                Ok(Bytes::new())
+            }
+        })
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    let c2 = client.clone();
+    let call = tokio::spawn(async move { c2.call("/forever", "").await });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let report = server.shutdown(Duration::from_millis(100)).await;
+    assert!(!report.graceful);
+    assert_eq!(report.aborted_calls, 1);
+    assert!(dropped.load(Ordering::SeqCst));
+    assert!(matches!(
+        call.await.unwrap(),
+        Err(RpcError::ConnectionClosed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn duplicate_method_registration_is_a_build_error() {
+    let err = Server::builder()
+        .handler("/a", |_, r| async move { Ok(r) })
+        .handler("/a", |_, r| async move { Ok(r) })
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(&err, RpcError::Config { message } if message.contains("/a")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn context_carries_peer_creds_and_deadline() {
+    let server = Server::builder()
+        .handler("/who", |ctx, _| async move {
+            let left = ctx.remaining().ok_or("no deadline")?;
+            Ok(format!(
+                "{} {} {}",
+                ctx.peer().uid,
+                ctx.peer().pid,
+                left.as_millis() <= 5000
+            )
+            .into())
+        })
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    let reply = client
+        .call_with(
+            "/who",
+            Bytes::new(),
+            CallOptions::timeout(Duration::from_secs(5)),
+        )
+        .await
+        .unwrap();
+    let me = uds::Cred::current().unwrap();
+    assert_eq!(reply, format!("{} {} true", me.uid, me.pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_tasks_calling_at_once_complete_out_of_order() {
+    let server = Server::builder()
+        .handler("/echo-after", |_, req| async move {
+            // Later requests finish sooner: replies come back out of order.
+            let n: u64 = std::str::from_utf8(&req).unwrap().parse().unwrap();
+            tokio::time::sleep(Duration::from_millis(20 - n % 20)).await;
+            Ok(req)
+        })
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    let mut tasks = Vec::new();
+    for t in 0..32u64 {
+        let c = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20u64 {
+                let n = t * 100 + i;
+                let r = c.call("/echo-after", n.to_string()).await.unwrap();
+                assert_eq!(r, n.to_string());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_calls_leak_no_tasks_or_memory() {
+    let server = Server::builder()
+        .handler("/echo", |_, req| async move { Ok(req) })
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    let payload = Bytes::from(vec![5u8; 512]);
+    let metrics = tokio::runtime::Handle::current().metrics();
+    // Warm up buffers and maps.
+    for _ in 0..1000 {
+        client.call("/echo", payload.clone()).await.unwrap();
+    }
+    let tasks_before = metrics.num_alive_tasks();
+    let rss_before = rss_kib();
+    let mut joins = Vec::new();
+    for _ in 0..10 {
+        let c = client.clone();
+        let p = payload.clone();
+        joins.push(tokio::spawn(async move {
+            for _ in 0..1000 {
+                assert_eq!(c.call("/echo", p.clone()).await.unwrap().len(), 512);
+            }
+        }));
+    }
+    for j in joins {
+        j.await.unwrap();
+    }
+    eventually("handler tasks finished", || {
+        metrics.num_alive_tasks() <= tasks_before
+    })
+    .await;
+    let grown = rss_kib().saturating_sub(rss_before);
+    assert!(
+        grown < 8 * 1024,
+        "RSS grew by {grown} KiB over 10 000 calls"
+    );
+}
