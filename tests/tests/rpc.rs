@@ -42,11 +42,9 @@ async fn handler_errors_and_panics_are_server_errors_and_the_connection_goes_on(
                 .map_err(|_| std::io::Error::other("disk on fire"))?;
             Ok(Bytes::new())
         })
-        .handler("/panic", |_, _| async move {
-            if true {
-                panic!("handler bug");
-            }
-            Ok(Bytes::new())
+        .handler("/panic", |_, req| async move {
+            assert!(req.is_empty(), "handler bug");
+            Ok(req)
         })
         .handler("/bad", |_, _| async move {
             Err(HandlerError::bad_data("wrong shape"))
@@ -61,7 +59,7 @@ async fn handler_errors_and_panics_are_server_errors_and_the_connection_goes_on(
             message: "disk on fire".into()
         })
     );
-    let p = client.call("/panic", "").await.unwrap_err();
+    let p = client.call("/panic", "boom").await.unwrap_err();
     assert!(
         matches!(&p, RpcError::Server { message } if message.contains("panicked")),
         "{p:?}"

@@ -102,11 +102,14 @@ fn decoder_reads_every_go_frame() {
     let a7r = Envelope::decode(&body("28|080710808098b5f5f9b3f7381a062f656d707479")).unwrap();
     assert_eq!((a7r.id, a7r.data.len()), (7, 0));
 
-    let a12r = Envelope::decode(&body(
+    let sleep_reply = Envelope::decode(&body(
         "40|080a10808098b5f5f9b3f7381a062f736c656570220a736c6570742035306d73",
     ))
     .unwrap();
-    assert_eq!((a12r.id, &a12r.data[..]), (10, &b"slept 50ms"[..]));
+    assert_eq!(
+        (sleep_reply.id, &sleep_reply.data[..]),
+        (10, &b"slept 50ms"[..])
+    );
 
     // The Go server's id-less errors.
     let a2r = Envelope::decode(&body(
@@ -131,11 +134,14 @@ fn decoder_reads_every_go_frame() {
     ))
     .unwrap();
     assert_eq!(&a8r.data[..], br#"{"Sum":6,"Err":{"Msg":""}}"#);
-    let a11r = Envelope::decode(&body(
+    let quote_reply = Envelope::decode(&body(
         "46|080210808098b5f5f9b3f7381a062f71756f7465220d0a0b68656c6c6f2071756f7465",
     ))
     .unwrap();
-    assert_eq!(&a11r.data[..], &hex("0a0b68656c6c6f2071756f7465")[..]);
+    assert_eq!(
+        &quote_reply.data[..],
+        &hex("0a0b68656c6c6f2071756f7465")[..]
+    );
 
     // D6: unknown field 7 is skipped; the 1970 deadline is read.
     let d6 = Envelope::decode(&body(D6)).unwrap();
@@ -283,6 +289,36 @@ async fn server_answers_go_requests_with_minimal_replies() {
 }
 
 #[tokio::test]
+async fn typed_proto_and_json_calls_match_a8_a10_a11() {
+    let server = go_like_server();
+    let (a, b) = uds::net::pair().unwrap();
+    server.serve_connection(b);
+    let client = Client::new(a);
+    let echoed: EchoMsg = client
+        .call_proto(
+            "/echo",
+            &EchoMsg {
+                data: b"hello".to_vec(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(echoed.data, b"hello");
+    let quote: QuoteResp = client.call_proto("/quote", &QuoteReq {}).await.unwrap();
+    assert_eq!(quote.quote, "hello quote");
+    let sum: serde_json::Value = client
+        .call_json("/math/sum", &serde_json::json!({"Ints": [1, 2, 3]}))
+        .await
+        .unwrap();
+    assert_eq!(sum, serde_json::json!({"Sum": 6, "Err": {"Msg": ""}}));
+    // A JSON request that does not decode: bad data, handler not run.
+    let e = client
+        .call_json::<_, serde_json::Value>("/math/sum", &"nope")
+        .await;
+    assert!(matches!(e, Err(RpcError::BadData { .. })), "{e:?}");
+}
+
+#[tokio::test]
 async fn pipelined_calls_complete_out_of_order_a12() {
     let server = go_like_server();
     let mut raw = Raw::start(&server);
@@ -385,7 +421,7 @@ async fn framing_violations_close_the_connection_d2_d3_d5() {
 }
 
 /// A fake Go server: answers each request with the given reply builder.
-async fn fake_server(
+fn fake_server(
     replies: impl Fn(Envelope) -> Vec<Vec<u8>> + Send + 'static,
 ) -> (Client, tokio::task::JoinHandle<()>) {
     let (a, b) = uds::net::pair().unwrap();
@@ -454,8 +490,7 @@ async fn client_reads_go_replies_and_error_codes() {
             }
         }
         vec![encode_frame(&reply)]
-    })
-    .await;
+    });
     assert_eq!(client.call("/echo", "hello").await.unwrap(), "hello");
     assert_eq!(
         client.call("/e4", "").await,

@@ -1,4 +1,4 @@
-//! Encoding of arguments and results: JSON (serde_json, feature `json`) and
+//! Encoding of arguments and results: JSON (`serde_json`, feature `json`) and
 //! protobuf (prost, feature `proto`), both on by default.
 //!
 //! A codec is a marker type implementing [`Encode`] and [`Decode`] for the
@@ -43,7 +43,7 @@ pub trait Decode<T> {
     fn decode(bytes: Bytes) -> Result<T, CodecError>;
 }
 
-/// The JSON codec (serde_json).
+/// The JSON codec (`serde_json`).
 #[cfg(feature = "json")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Json;

@@ -15,6 +15,8 @@
 //! | [`net`] | [`net::Listener`], [`net::connect`], [`net::pair`], [`net::Conn`] |
 //! | [`frame`] | the length-prefixed chunk framing, with size and time limits |
 //! | [`rpc`] | the multiplexed RPC: [`rpc::Client`], [`rpc::Server`], deadlines, cancellation |
+//! | [`codec`] | JSON (feature `json`) and protobuf (feature `proto`) encoding of values |
+//! | [`stream`] | typed streams of JSON or protobuf values over one connection |
 //!
 //! # Example
 //!
@@ -83,6 +85,8 @@ pub mod cred;
 pub mod frame;
 pub mod net;
 pub mod rpc;
+#[cfg(any(feature = "json", feature = "proto"))]
+pub mod stream;
 mod sys;
 
 pub use cred::Cred;

@@ -278,7 +278,7 @@ pub(crate) fn put_varint(dst: &mut impl BufMut, mut v: u64) {
 
 pub(crate) fn varint_len(v: u64) -> usize {
     // 1 byte per started group of 7 bits; 0 takes one byte.
-    ((64 - (v | 1).leading_zeros() as usize) + 6) / 7
+    (64 - (v | 1).leading_zeros() as usize).div_ceil(7)
 }
 
 struct Reader<'a> {

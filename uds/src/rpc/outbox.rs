@@ -169,12 +169,6 @@ impl Outbox {
     pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(&self, mut w: W) {
         let mut small = Vec::new();
         let mut big = Vec::new();
-        enum Next {
-            Write,
-            Wait,
-            Finish,
-            Stop,
-        }
         loop {
             let next = {
                 let mut q = self.lock();
@@ -214,6 +208,14 @@ impl Outbox {
             big.clear();
         }
     }
+}
+
+/// What the writer does next.
+enum Next {
+    Write,
+    Wait,
+    Finish,
+    Stop,
 }
 
 /// Writes `small` with each `big` payload spliced in at its offset.

@@ -133,7 +133,7 @@ impl std::fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field("methods", &self.handlers.keys().collect::<Vec<_>>())
             .field("config", &self.config)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
@@ -408,18 +408,16 @@ impl ConnState {
     }
 
     pub(crate) fn cancellation_token(&self, id: u32) -> CancellationToken {
-        match self.lock().calls.get_mut(&id) {
-            Some(entry) => entry
+        if let Some(entry) = self.lock().calls.get_mut(&id) {
+            return entry
                 .token
                 .get_or_insert_with(CancellationToken::new)
-                .clone(),
-            None => {
-                // The call is already over: a cancelled token is the truth.
-                let t = CancellationToken::new();
-                t.cancel();
-                t
-            }
+                .clone();
         }
+        // The call is already over: a cancelled token is the truth.
+        let t = CancellationToken::new();
+        t.cancel();
+        t
     }
 
     fn is_idle(&self) -> bool {
@@ -676,33 +674,12 @@ async fn handle_frame(
         return;
     }
     let id = env.id;
-    let Some(method) = env.method_str() else {
-        state
-            .reply(
-                id,
-                Err(HandlerError::bad_data("method name is not valid UTF-8")),
-            )
-            .await;
-        return;
-    };
-    let deadline = match deadline_of(env.exp_unix_nano, shared.config.default_timeout) {
-        Ok(d) => d,
-        Err(()) => {
-            let e = HandlerError {
-                code: ErrorCode::DeadlineExceeded,
-                message: "the call's deadline had passed when it arrived".into(),
-            };
-            state.reply(id, Err(e)).await;
+    let (handler, deadline) = match route(shared, &env) {
+        Ok(found) => found,
+        Err(refusal) => {
+            state.reply(id, Err(refusal)).await;
             return;
         }
-    };
-    let Some(handler) = shared.handlers.get(method) else {
-        let e = HandlerError {
-            code: ErrorCode::MethodNotFound,
-            message: format!("method {} not found", truncate(method, 256)),
-        };
-        state.reply(id, Err(e)).await;
-        return;
     };
     // Bounds: wait for a slot (per connection, then server-wide). While
     // waiting, this connection is not read: backpressure, not buffering.
@@ -754,6 +731,30 @@ async fn handle_frame(
             entry.abort = Some(abort);
         }
     }
+}
+
+/// Finds the handler and deadline of a request, or the error to answer it
+/// with (without running anything).
+fn route<'s>(
+    shared: &'s Shared,
+    env: &Envelope,
+) -> Result<(&'s Arc<dyn ErasedHandler>, Option<Instant>), HandlerError> {
+    let Some(method) = env.method_str() else {
+        return Err(HandlerError::bad_data("method name is not valid UTF-8"));
+    };
+    let Ok(deadline) = deadline_of(env.exp_unix_nano, shared.config.default_timeout) else {
+        return Err(HandlerError {
+            code: ErrorCode::DeadlineExceeded,
+            message: "the call's deadline had passed when it arrived".into(),
+        });
+    };
+    let Some(handler) = shared.handlers.get(method) else {
+        return Err(HandlerError {
+            code: ErrorCode::MethodNotFound,
+            message: format!("method {} not found", truncate(method, 256)),
+        });
+    };
+    Ok((handler, deadline))
 }
 
 /// The local deadline for a call's `exp_unix_nano`: `Err` if it has passed.
