@@ -271,3 +271,67 @@ async fn zero_length_frame_reads_as_empty_body() {
     assert_eq!(r.read_frame().await.unwrap().unwrap().len(), 0);
     assert_eq!(r.read_frame().await.unwrap().as_deref(), Some(&b"k"[..]));
 }
+
+#[tokio::test]
+async fn frame_timeout_survives_cancelled_reads() {
+    // A server that polls read_frame inside select! with a tick must not
+    // restart the clock each time (slowloris with one byte per tick).
+    let (mut tx, rx) = duplex(64);
+    let config = FrameConfig {
+        frame_timeout: Some(Duration::from_millis(200)),
+        ..FrameConfig::default()
+    };
+    let mut reader = FrameReader::with_config(rx, config);
+    tx.write_all(&[0x0a]).await.unwrap(); // a 5-byte frame starts
+    let trickle = tokio::spawn(async move {
+        for b in b"abc" {
+            tokio::time::sleep(Duration::from_millis(80)).await;
+            if tx.write_all(&[*b]).await.is_err() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(tx);
+    });
+    let start = std::time::Instant::now();
+    let err = loop {
+        tokio::select! {
+            r = reader.read_frame() => break r.unwrap_err(),
+            () = tokio::time::sleep(Duration::from_millis(30)) => {}
+        }
+    };
+    assert!(matches!(err, FrameError::Timeout { .. }), "{err:?}");
+    assert!(
+        start.elapsed() < Duration::from_millis(600),
+        "{:?}",
+        start.elapsed()
+    );
+    trickle.abort();
+}
+
+#[tokio::test]
+async fn writer_refuses_to_go_on_after_a_failed_write() {
+    let (a, b) = duplex(16);
+    let mut w = FrameWriter::new(a);
+    drop(b);
+    assert!(w.write_frame(&[1u8; 100]).await.is_err());
+    match w.write_frame(b"next").await {
+        Err(FrameError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe),
+        other => panic!("expected BrokenPipe, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_bare_header_does_not_reserve_its_declared_size() {
+    // 15 MiB declared (under the 16 MiB default), then one body byte.
+    let (mut tx, rx) = duplex(64);
+    let mut hdr = [0u8; MAX_HEADER_LEN];
+    let n = encode_header(15 * 1024 * 1024, &mut hdr);
+    tx.write_all(&hdr[..n]).await.unwrap();
+    tx.write_all(b"x").await.unwrap();
+    let mut reader = FrameReader::new(rx);
+    let read = tokio::time::timeout(Duration::from_millis(100), reader.read_frame()).await;
+    assert!(read.is_err(), "still waiting for the body");
+    let cap = reader.buffer_capacity();
+    assert!(cap <= 512 * 1024, "reserved {cap} bytes for a 1-byte body");
+}

@@ -43,8 +43,16 @@ pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
 /// (vectored write) instead of being copied into the write buffer.
 const DIRECT_WRITE_MIN: usize = 32 * 1024;
 
-/// Room kept free in the read buffer before each read.
+/// Least room free in the read buffer before each read.
 const READ_CHUNK: usize = 8 * 1024;
+/// Least size of a fresh read buffer: many small frames fit in one, so a
+/// new allocation is rare even while earlier frames are still in use.
+const MIN_BUFFER: usize = 64 * 1024;
+/// Largest size of a fresh read buffer learned from frame sizes.
+const MAX_BUFFER: usize = 1024 * 1024;
+/// How far ahead of the bytes received the buffer grows for a declared
+/// frame: a bare header cannot make the reader allocate its declared size.
+const GROWTH_AHEAD: usize = 256 * 1024;
 
 /// Errors of the framing layer. All but [`FrameError::Io`] mean the stream
 /// can no longer be trusted: close the connection.
@@ -199,15 +207,15 @@ impl FrameDecoder {
     }
 
     /// Takes one complete frame's body off the front of `buf`, or returns
-    /// `Ok(None)` (reserving room for the rest of the frame) if it is not all
-    /// there yet. A zero-length frame yields an empty body.
+    /// `Ok(None)` if it is not all there yet. It never reserves memory: the
+    /// caller decides how fast to grow the buffer (see [`FrameReader`]). A
+    /// zero-length frame yields an empty body.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
         let Some((hlen, blen)) = decode_header(buf, self.max_frame_len)? else {
             return Ok(None);
         };
         let total = hlen + blen;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
             return Ok(None);
         }
         buf.advance(hlen);
@@ -215,22 +223,32 @@ impl FrameDecoder {
     }
 
     /// How many bytes the frame at the front of `buf` needs in all, if its
-    /// header is complete (used to report truncation).
-    fn expected(self, buf: &[u8]) -> usize {
+    /// header is complete.
+    fn frame_total(self, buf: &[u8]) -> Option<usize> {
         match decode_header(buf, self.max_frame_len) {
-            Ok(Some((h, b))) => h + b,
-            _ => buf.len() + 1,
+            Ok(Some((h, b))) => Some(h + b),
+            _ => None,
         }
     }
 }
 
 /// Reads frames from an [`AsyncRead`], reusing one buffer.
+///
+/// Frame bodies are split off the buffer as [`Bytes`] without a copy. The
+/// buffer is sized from the frames seen (a few frames' worth, 64 KiB to
+/// 1 MiB), so that it is usually reclaimed in place rather than reallocated;
+/// for a frame whose header declares more, it grows only as fast as the bytes
+/// actually arrive.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
     decoder: FrameDecoder,
     frame_timeout: Option<Duration>,
+    /// When the first byte of the frame being read arrived.
+    started: Option<Instant>,
+    /// Size of a fresh buffer, learned from completed frames.
+    hint: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -243,9 +261,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn with_config(inner: R, config: FrameConfig) -> Self {
         FrameReader {
             inner,
-            buf: BytesMut::with_capacity(READ_CHUNK),
+            buf: BytesMut::new(),
             decoder: FrameDecoder::new(config.max_frame_len),
             frame_timeout: config.frame_timeout,
+            started: None,
+            hint: MIN_BUFFER,
         }
     }
 
@@ -254,21 +274,22 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Returns `Ok(None)` at a clean end of stream (between frames), and
     /// [`FrameError::Truncated`] if the stream ends inside a frame. Waiting
     /// for a frame to *start* is unbounded; once its first byte has arrived,
-    /// the rest must follow within the frame timeout.
+    /// the rest must follow within the frame timeout — measured from that
+    /// byte, even across cancelled calls.
     ///
     /// Cancel safe: bytes already read stay buffered for the next call.
     pub async fn read_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
-        let mut started: Option<Instant> = None;
         loop {
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+                self.started = None;
+                let total = frame.len() + MAX_HEADER_LEN;
+                self.hint = self.hint.max((4 * total).min(MAX_BUFFER));
                 return Ok(Some(frame));
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-                self.buf.reserve(READ_CHUNK);
-            }
+            self.reserve();
             let n = match (self.buf.is_empty(), self.frame_timeout) {
                 (false, Some(limit)) => {
-                    let start = *started.get_or_insert_with(Instant::now);
+                    let start = *self.started.get_or_insert_with(Instant::now);
                     tokio::time::timeout_at(start + limit, self.inner.read_buf(&mut self.buf))
                         .await
                         .map_err(|_| FrameError::Timeout { after: limit })??
@@ -280,11 +301,35 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                     return Ok(None);
                 }
                 return Err(FrameError::Truncated {
-                    expected: self.decoder.expected(&self.buf),
+                    expected: self
+                        .decoder
+                        .frame_total(&self.buf)
+                        .unwrap_or(self.buf.len() + 1),
                     received: self.buf.len(),
                 });
             }
         }
+    }
+
+    /// Makes room before a read.
+    fn reserve(&mut self) {
+        let have = self.buf.len();
+        let frame_left = self
+            .decoder
+            .frame_total(&self.buf)
+            .map_or(0, |t| t.saturating_sub(have));
+        let for_frame = frame_left.min(GROWTH_AHEAD.max(have));
+        let room = for_frame.max(READ_CHUNK);
+        if self.buf.capacity() - have < room {
+            // When the buffer is not shared any more this reclaims it in
+            // place; otherwise it takes a fresh one, sized for several frames.
+            self.buf.reserve(room.max(self.hint.saturating_sub(have)));
+        }
+    }
+
+    /// The read buffer's current capacity in bytes (for memory monitoring).
+    pub fn buffer_capacity(&self) -> usize {
+        self.buf.capacity()
     }
 
     /// The underlying reader.
@@ -306,10 +351,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 /// Writes frames to an [`AsyncWrite`], reusing one buffer. Small frames are
 /// coalesced with [`FrameWriter::queue`] + [`FrameWriter::flush`]; large
 /// bodies go out by vectored write without being copied.
+///
+/// After a write fails or a write future is dropped midway, the stream may
+/// hold part of a frame: the writer then refuses further writes
+/// ([`io::ErrorKind::BrokenPipe`]) instead of corrupting the framing.
 #[derive(Debug)]
 pub struct FrameWriter<W> {
     inner: W,
     buf: BytesMut,
+    /// A write is (or was left) in progress.
+    writing: bool,
 }
 
 impl<W: AsyncWrite + Unpin> FrameWriter<W> {
@@ -318,21 +369,36 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
         FrameWriter {
             inner,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            writing: false,
         }
+    }
+
+    fn check(&self) -> Result<(), FrameError> {
+        if self.writing {
+            return Err(FrameError::Io(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "an earlier frame write failed or was cancelled midway; the stream is unusable",
+            )));
+        }
+        Ok(())
     }
 
     /// Adds a frame to the write buffer without writing it.
     pub fn queue(&mut self, body: &[u8]) -> Result<(), FrameError> {
+        self.check()?;
         put_frame(body, &mut self.buf)
     }
 
     /// Writes everything queued.
     pub async fn flush(&mut self) -> Result<(), FrameError> {
+        self.check()?;
+        self.writing = true;
         if !self.buf.is_empty() {
             self.inner.write_all(&self.buf).await?;
             self.buf.clear();
         }
         self.inner.flush().await?;
+        self.writing = false;
         Ok(())
     }
 
@@ -342,12 +408,18 @@ impl<W: AsyncWrite + Unpin> FrameWriter<W> {
             self.queue(body)?;
             return self.flush().await;
         }
+        self.check()?;
+        if body.is_empty() {
+            return Err(FrameError::Empty);
+        }
         let mut hdr = [0u8; MAX_HEADER_LEN];
         let n = encode_header(body.len(), &mut hdr);
         self.buf.put_slice(&hdr[..n]);
+        self.writing = true;
         write_all_vectored(&mut self.inner, &self.buf, body).await?;
         self.buf.clear();
         self.inner.flush().await?;
+        self.writing = false;
         Ok(())
     }
 

@@ -1,0 +1,74 @@
+//! Heap allocations per unary call, client and server together, in steady
+//! state (issue target: at most 3). Its own test binary: it installs a
+//! counting global allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use uds::rpc::{Client, Server};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+#[allow(unsafe_code)]
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn allocs_per_call(payload: usize) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let server = Server::builder()
+            .handler("/echo", |_, req| async move { Ok(req) })
+            .build()
+            .unwrap();
+        let (a, b) = uds::net::pair().unwrap();
+        server.serve_connection(b);
+        let client = Client::new(a);
+        let data = Bytes::from(vec![1u8; payload]);
+        for _ in 0..2000 {
+            client.call("/echo", data.clone()).await.unwrap();
+        }
+        let n = 10_000u32;
+        let before = ALLOCS.load(Ordering::Relaxed);
+        for _ in 0..n {
+            client.call("/echo", data.clone()).await.unwrap();
+        }
+        let after = ALLOCS.load(Ordering::Relaxed);
+        (after - before) as f64 / f64::from(n)
+    })
+}
+
+#[test]
+fn unary_call_allocates_at_most_three_times() {
+    for payload in [16usize, 1024, 10 * 1024, 100 * 1024] {
+        let per_call = allocs_per_call(payload);
+        eprintln!("payload {payload} B: {per_call:.2} allocations per call (client + server)");
+        assert!(
+            per_call <= 3.0,
+            "{per_call:.2} allocations per call at {payload} B"
+        );
+    }
+}
