@@ -57,7 +57,7 @@ fn allocs_per_call(payload: usize) -> f64 {
             client.call("/echo", data.clone()).await.unwrap();
         }
         let after = ALLOCS.load(Ordering::Relaxed);
-        (after - before) as f64 / f64::from(n)
+        f64::from(u32::try_from(after - before).unwrap()) / f64::from(n)
     })
 }
 
