@@ -96,3 +96,29 @@ async fn write_only_side_learns_at_once_that_the_peer_has_gone() {
     }
     assert!(failed, "writes to a gone peer must fail");
 }
+
+#[tokio::test]
+async fn a_reader_that_only_half_closes_is_not_gone() {
+    let (a, b) = uds::net::pair().unwrap();
+    let (mut out, gone) = a.into_write_only();
+    // The reader drops its writing half (shutdown(SHUT_WR)) but reads on.
+    let (stream, _) = b.into_parts();
+    let (mut rd, wr) = stream.into_split();
+    drop(wr);
+    let watcher = tokio::spawn(gone.wait());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert!(
+        !watcher.is_finished(),
+        "a half-closed reader is still there"
+    );
+    out.write_all(b"still read").await.unwrap();
+    let mut buf = [0u8; 10];
+    rd.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"still read");
+    drop(rd);
+    tokio::time::timeout(Duration::from_secs(2), watcher)
+        .await
+        .expect("gone once it hangs up")
+        .unwrap()
+        .unwrap();
+}

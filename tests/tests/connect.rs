@@ -18,6 +18,17 @@ async fn missing_socket_is_not_found() {
 }
 
 #[tokio::test]
+async fn stale_socket_is_refused_not_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&p).unwrap());
+    match Connector::new().any_mode().connect(&p).await {
+        Err(NetError::Refused { path }) => assert_eq!(path, p),
+        other => panic!("expected Refused, got {other:?}"),
+    }
+}
+
+#[tokio::test]
 async fn regular_file_and_symlink_are_not_sockets() {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("file");
@@ -166,6 +177,14 @@ async fn server_creds_are_checked_on_the_connected_socket() {
 async fn connect_timeout_is_typed() {
     // A listener whose backlog is full and never accepts: a blocking connect
     // would wait; ours times out.
+    // Filling the backlog (SOMAXCONN, 4096 on Linux) takes one descriptor per
+    // connection: raise the soft limit as far as allowed.
+    let (_, hard) = uds_tests::nofile_limit();
+    if hard < 6000 {
+        eprintln!("SKIPPED connect_timeout_is_typed: RLIMIT_NOFILE hard limit {hard} < 6000");
+        return;
+    }
+    uds_tests::set_nofile_limit(hard, hard);
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("full.sock");
     let _l = Listener::bind(&p).unwrap();

@@ -7,6 +7,20 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use uds::net::Listener;
 
+/// CPU time this process has used, in clock ticks (user + system), read
+/// through a file opened beforehand (no descriptor is free when it is used).
+fn cpu_ticks(stat_file: &mut std::fs::File) -> u64 {
+    use std::io::{Read, Seek};
+    let mut stat = String::new();
+    stat_file.rewind().unwrap();
+    stat_file.read_to_string(&mut stat).unwrap();
+    // Fields after the parenthesised command name; utime and stime are the
+    // 12th and 13th of them.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split(' ').collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
 fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
 }
@@ -27,6 +41,7 @@ async fn accept_survives_descriptor_exhaustion() {
         }
     });
 
+    let mut stat_file = std::fs::File::open("/proc/self/stat").unwrap();
     let (soft, hard) = uds_tests::nofile_limit();
     uds_tests::set_nofile_limit(u64::try_from(open_fds()).unwrap() + 64, hard);
     // Use up every descriptor but one.
@@ -37,8 +52,16 @@ async fn accept_survives_descriptor_exhaustion() {
     hog.pop();
     // The client takes the last descriptor; the server cannot accept it.
     let client = tokio::net::UnixStream::connect(&p).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu_before = cpu_ticks(&mut stat_file);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let cpu_used = cpu_ticks(&mut stat_file) - cpu_before;
     assert!(rx.try_recv().is_err(), "nothing accepted while out of fds");
+    // A loop that retried at once (the Go listener's failure mode) would
+    // burn a whole core: ~50 ticks in 500 ms. Backing off uses next to none.
+    assert!(
+        cpu_used < 10,
+        "accept loop used {cpu_used} ticks of CPU in 500 ms"
+    );
     assert!(
         !server.is_finished(),
         "the accept loop must not die on EMFILE"

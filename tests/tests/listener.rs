@@ -1,7 +1,7 @@
 //! The listener's socket-file lifecycle: modes, stale sockets, what it must
 //! never delete, path limits, abstract sockets, cleanup.
 
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,8 +33,55 @@ async fn socket_has_the_requested_mode_and_default_0600() {
         .collect();
     let mut left = left;
     left.sort();
-    assert_eq!(left, ["a.sock", "b.sock"]);
+    assert_eq!(left, ["a.sock", "a.sock.lock", "b.sock", "b.sock.lock"]);
     drop((l, l2));
+    // Closing removes the socket and its lock file.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn concurrent_binds_on_a_stale_socket_leave_one_live_server() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..40 {
+        let p = dir.path().join(format!("r{round}.sock"));
+        drop(std::os::unix::net::UnixListener::bind(&p).unwrap()); // stale
+        let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let binds: Vec<_> = (0..4)
+            .map(|_| {
+                let (p, start) = (p.clone(), start.clone());
+                std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    let bound = {
+                        let _g = rt.enter();
+                        start.wait();
+                        Listener::bind(&p)
+                    };
+                    bound.map(|l| (l, rt))
+                })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for b in binds {
+            match b.join().unwrap() {
+                Ok(l) => winners.push(l),
+                Err(NetError::AddressInUse { .. }) => {}
+                Err(e) => panic!("round {round}: unexpected {e:?}"),
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one listener wins");
+        // The winner's socket is the one at the path: it answers.
+        assert!(
+            std::os::unix::net::UnixStream::connect(&p).is_ok(),
+            "round {round}"
+        );
+        for (l, rt) in winners {
+            let _g = rt.enter();
+            drop(l);
+        }
+    }
 }
 
 #[tokio::test]
@@ -224,41 +271,4 @@ async fn abstract_namespace_sockets_work_and_refuse_file_options() {
         Listener::builder_abstract(&too_long).bind(),
         Err(NetError::AbstractNameTooLong { .. })
     ));
-}
-
-#[tokio::test]
-async fn mode_is_never_looser_while_binding() {
-    // Watch the directory while listeners come and go with mode 0600 under a
-    // permissive umask: the socket must never be seen at its path with
-    // other bits set.
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let p = dir.path().join("race.sock");
-    let watch = p.clone();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let watcher = std::thread::spawn(move || {
-        let mut seen = 0u32;
-        let mut loose = Vec::new();
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            if let Ok(m) = std::fs::symlink_metadata(&watch) {
-                seen += 1;
-                if m.mode() & 0o177 != 0 && loose.len() < 5 {
-                    loose.push(format!("{:o}", m.mode() & 0o7777));
-                }
-            }
-        }
-        (seen, loose)
-    });
-    for _ in 0..300 {
-        let l = Listener::builder(&p).mode(0o600).bind().unwrap();
-        drop(l);
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let (seen, loose) = watcher.join().unwrap();
-    assert!(
-        loose.is_empty(),
-        "socket seen with loose modes, e.g. {loose:?}"
-    );
-    eprintln!("watcher saw the socket {seen} times, never with loose bits");
 }

@@ -66,6 +66,36 @@ async fn other_uid_is_denied_by_default_before_any_byte_is_read() {
     assert_eq!((stats.accepted, stats.denied), (0, 1), "{stats:?}");
 }
 
+/// Denied "before any byte is read": the probe's bytes arrive before the
+/// server decides (the policy is slow), so closing with them unread makes
+/// the kernel reset the connection — which the probe sees.
+#[tokio::test]
+async fn denied_peer_bytes_are_never_read() {
+    if !require_root("denied_peer_bytes_are_never_read") {
+        return;
+    }
+    let dir = tempdir_with_mode(0o755);
+    let p = dir.path().join("s.sock");
+    let listener = Listener::builder(&p)
+        .mode(0o666)
+        .policy(Policy::custom(|c| {
+            std::thread::sleep(Duration::from_millis(300));
+            c.uid == 0
+        }))
+        .bind()
+        .unwrap();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let server = serve(listener, handled.clone());
+    let verdict = run_probe(&["talk", arg(&p)]).await;
+    assert!(
+        verdict.contains("reset"),
+        "bytes left unread give a reset: {verdict:?}"
+    );
+    let listener = server.await.unwrap();
+    assert_eq!(listener.stats().denied, 1);
+    assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
 #[tokio::test]
 async fn uid_and_gid_allow_lists_let_the_named_peer_in() {
     if !require_root("uid_and_gid_allow_lists_let_the_named_peer_in") {
@@ -130,49 +160,4 @@ async fn abstract_socket_relies_on_the_policy_alone() {
     let listener = server.await.unwrap();
     assert_eq!(listener.stats().denied, 1);
     assert_eq!(handled.load(Ordering::SeqCst), 0);
-}
-
-/// While servers start (bind, chmod, publish) again and again with mode
-/// 0600, another uid hammering connect on the path never gets a connection.
-#[tokio::test]
-async fn racing_connects_from_another_uid_never_get_through_at_startup() {
-    if !require_root("racing_connects_from_another_uid_never_get_through_at_startup") {
-        return;
-    }
-    // With the usual umask (022) a fresh socket is not writable by others
-    // anyway; umask 0 is what makes a chmod-after-listen window exploitable.
-    uds_tests::set_umask(0);
-    let dir = tempdir_with_mode(0o755);
-    let p = dir.path().join("race.sock");
-    let hammer = probe_as_nobody(PROBE, &["hammer", arg(&p), "2000"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Permissive policy: only the file mode stands between nobody and us.
-    let mut binds = 0;
-    let deadline = std::time::Instant::now() + Duration::from_millis(1800);
-    while std::time::Instant::now() < deadline {
-        let l = Listener::builder(&p)
-            .mode(0o600)
-            .policy(Policy::allow_all())
-            .bind()
-            .unwrap();
-        binds += 1;
-        tokio::task::yield_now().await;
-        drop(l);
-    }
-    let out = tokio::task::spawn_blocking(move || hammer.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-    let (ok, tries) = text.split_once(" of ").expect("probe output");
-    assert!(binds > 50, "only {binds} binds");
-    assert!(
-        tries.parse::<u64>().unwrap() > 100,
-        "hammer made {tries} tries"
-    );
-    assert_eq!(
-        ok, "0",
-        "another uid connected during startup ({text}, {binds} binds)"
-    );
 }

@@ -223,54 +223,87 @@ pub(crate) enum Probe {
 /// Connects to `path` without blocking to learn whether a server is there.
 pub(crate) fn probe_socket(path: &Path) -> io::Result<Probe> {
     use std::os::unix::ffi::OsStrExt;
-    let bytes = path.as_os_str().as_bytes();
+    match connect_nonblocking(path.as_os_str().as_bytes()) {
+        Ok(_) => Ok(Probe::Live),
+        Err(e) => match e.raw_os_error() {
+            Some(libc::EAGAIN | libc::EINPROGRESS) => Ok(Probe::Live),
+            Some(libc::ECONNREFUSED) => Ok(Probe::Stale),
+            Some(libc::ENOENT) => Ok(Probe::Gone),
+            _ => Err(e),
+        },
+    }
+}
+
+/// A non-blocking, close-on-exec `connect` to a Unix socket address: a
+/// filesystem path, or (Linux) an abstract name given with its leading NUL.
+/// A full accept backlog fails with `WouldBlock` at once instead of waiting,
+/// which std's blocking `connect` would do.
+pub(crate) fn connect_nonblocking(addr_bytes: &[u8]) -> io::Result<std::os::unix::net::UnixStream> {
     // SAFETY: an all-zero sockaddr_un is a valid (empty) address.
     let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    if bytes.len() >= addr.sun_path.len() || bytes.contains(&0) {
+    let is_abstract = addr_bytes.first() == Some(&0);
+    if addr_bytes.is_empty()
+        || addr_bytes.len() >= addr.sun_path.len()
+        || (!is_abstract && addr_bytes.contains(&0))
+    {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "socket path too long or contains NUL",
+            "socket address empty, too long or containing NUL",
         ));
     }
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    for (dst, src) in addr.sun_path.iter_mut().zip(bytes) {
+    for (dst, src) in addr.sun_path.iter_mut().zip(addr_bytes) {
         *dst = libc::c_char::from_ne_bytes([*src]);
     }
+    // Abstract names are length-delimited; paths carry their NUL.
+    let tail = usize::from(!is_abstract);
+    let len = (std::mem::offset_of!(libc::sockaddr_un, sun_path) + addr_bytes.len() + tail)
+        as libc::socklen_t;
+    let fd = new_stream_socket()?;
+    // SAFETY: `addr` is a valid sockaddr_un and `len` does not exceed it;
+    // `fd` is a socket we own.
+    let rc = unsafe { libc::connect(fd.as_raw_fd(), std::ptr::from_ref(&addr).cast(), len) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(std::os::unix::net::UnixStream::from(fd))
+}
+
+/// A new non-blocking, close-on-exec Unix stream socket.
+fn new_stream_socket() -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let flags = libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let flags = 0;
     // SAFETY: plain socket(2) call; the result is checked below.
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0) };
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | flags, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: `fd` was just returned by socket(2) and is owned by nobody else.
-    let owned = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-    set_nonblocking(owned.as_raw_fd())?;
-    let len =
-        (std::mem::offset_of!(libc::sockaddr_un, sun_path) + bytes.len() + 1) as libc::socklen_t;
-    // SAFETY: `addr` is a valid sockaddr_un and `len` does not exceed it.
-    let rc = unsafe { libc::connect(owned.as_raw_fd(), std::ptr::from_ref(&addr).cast(), len) };
-    if rc == 0 {
-        return Ok(Probe::Live);
+    let owned = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    {
+        // SAFETY: fcntl on a descriptor we own; results are checked.
+        let ok = unsafe {
+            libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) == 0
+                && libc::fcntl(
+                    fd,
+                    libc::F_SETFL,
+                    libc::fcntl(fd, libc::F_GETFL) | libc::O_NONBLOCK,
+                ) == 0
+        };
+        if !ok {
+            return Err(io::Error::last_os_error());
+        }
     }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        Some(libc::EAGAIN | libc::EINPROGRESS) => Ok(Probe::Live),
-        Some(libc::ECONNREFUSED) => Ok(Probe::Stale),
-        Some(libc::ENOENT) => Ok(Probe::Gone),
-        _ => Err(err),
-    }
+    Ok(owned)
 }
 
-fn set_nonblocking(fd: libc::c_int) -> io::Result<()> {
-    // SAFETY: fcntl on a descriptor we own; the flags are checked.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: as above.
-    if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+/// The `O_NOFOLLOW` open flag.
+pub(crate) fn o_nofollow() -> i32 {
+    libc::O_NOFOLLOW
 }
 
 /// Whether an `accept` error means the process or system is out of a

@@ -18,6 +18,7 @@ async fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["talk", path] => talk(tokio::net::UnixStream::connect(path).await).await,
+        #[cfg(target_os = "linux")]
         ["talk-abstract", name] => talk(connect_abstract(name)).await,
         ["hammer", path, ms] => hammer(path, ms.parse().unwrap_or(500)).await,
         ["serve", path] => serve(path).await,
@@ -26,6 +27,7 @@ async fn main() {
     println!("{out}");
 }
 
+#[cfg(target_os = "linux")]
 fn connect_abstract(name: &str) -> std::io::Result<tokio::net::UnixStream> {
     use std::os::linux::net::SocketAddrExt;
     let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;

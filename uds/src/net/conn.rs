@@ -280,24 +280,38 @@ pub struct PeerGone {
 }
 
 impl PeerGone {
-    /// Waits until the peer closes its end or the connection breaks. Returns
-    /// `Ok(())` for an orderly close or a reset; other errors are passed on.
+    /// Waits until the peer has closed its end (both directions) or the
+    /// connection breaks. Returns `Ok(())` then; other errors are passed on.
+    ///
+    /// A peer that only shuts down its *writing* side (as tokio's
+    /// `OwnedWriteHalf` does when dropped) while still reading is not gone:
+    /// after end-of-input this waits for the hang-up of the whole socket,
+    /// checking every 20 ms.
     pub async fn wait(mut self) -> io::Result<()> {
         let mut scratch = [0u8; 512];
         loop {
             match self.inner.read(&mut scratch).await {
-                Ok(0) => return Ok(()),
+                Ok(0) => break,
                 Ok(_) => {} // a write-only peer's input is discarded
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
-                    ) =>
-                {
-                    return Ok(());
-                }
+                Err(e) if is_gone(&e) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        let stream: &UnixStream = self.inner.as_ref();
+        loop {
+            match stream.ready(tokio::io::Interest::WRITABLE).await {
+                Ok(ready) if ready.is_write_closed() => return Ok(()),
+                Ok(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Err(e) if is_gone(&e) => return Ok(()),
                 Err(e) => return Err(e),
             }
         }
     }
+}
+
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+    )
 }

@@ -141,7 +141,13 @@ impl Connector {
         let path = path.as_ref();
         paths::check_len(path)?;
         self.check_file(path)?;
-        let stream = self.with_timeout(path, connect_retrying(path)).await??;
+        let busy_limit = self.busy_limit();
+        let stream = self
+            .with_timeout(
+                path,
+                connect_retrying(path, busy_limit, || UnixStream::connect(path)),
+            )
+            .await??;
         self.finish(stream, path)
     }
 
@@ -152,7 +158,6 @@ impl Connector {
         let display = super::listener::abstract_display(name);
         #[cfg(target_os = "linux")]
         {
-            use std::os::linux::net::SocketAddrExt;
             let max = paths::max_abstract_name_len();
             if name.len() > max {
                 return Err(NetError::AbstractNameTooLong {
@@ -160,34 +165,36 @@ impl Connector {
                     max,
                 });
             }
-            let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)
-                .map_err(|e| NetError::io("abstract address", &display, e))?;
-            // std's connect_addr is blocking; for a local socket it either
-            // succeeds at once or fails at once, except when the server's
-            // backlog is full, so it runs off the async threads.
-            let connect = tokio::task::spawn_blocking(move || {
-                std::os::unix::net::UnixStream::connect_addr(&addr)
-            });
-            let std = self
-                .with_timeout(&display, connect)
-                .await?
-                .map_err(|e| NetError::io("connect to", &display, std::io::Error::other(e)))?
-                .map_err(|e| match e.kind() {
-                    std::io::ErrorKind::ConnectionRefused => NetError::NotFound {
-                        path: display.clone(),
-                    },
-                    _ => NetError::io("connect to", &display, e),
-                })?;
-            std.set_nonblocking(true)
-                .map_err(|e| NetError::io("set_nonblocking", &display, e))?;
-            let stream = UnixStream::from_std(std)
-                .map_err(|e| NetError::io("register socket", &display, e))?;
+            let mut raw = Vec::with_capacity(name.len() + 1);
+            raw.push(0);
+            raw.extend_from_slice(name);
+            let busy_limit = self.busy_limit();
+            let connect = || {
+                let raw = &raw;
+                async move {
+                    let std = crate::sys::connect_nonblocking(raw)?;
+                    UnixStream::from_std(std)
+                }
+            };
+            let stream = self
+                .with_timeout(&display, connect_retrying(&display, busy_limit, connect))
+                .await??;
             self.finish(stream, &display)
         }
         #[cfg(not(target_os = "linux"))]
         {
             let _ = display;
             Err(NetError::AbstractUnsupported)
+        }
+    }
+
+    /// How long to retry against a full backlog: until the connect timeout
+    /// if one is set (it cuts the retries), else [`BUSY_RETRY_FOR`].
+    fn busy_limit(&self) -> Option<Duration> {
+        if self.timeout.is_some() {
+            None
+        } else {
+            Some(BUSY_RETRY_FOR)
         }
     }
 
@@ -219,23 +226,23 @@ impl Connector {
                 found: kind,
             });
         }
-        if let Some(expected) = self.file_owner {
-            if meta.uid() != expected {
-                return Err(NetError::FileOwnerMismatch {
-                    path: path.into(),
-                    expected,
-                    found: meta.uid(),
-                });
-            }
+        if let Some(expected) = self.file_owner
+            && meta.uid() != expected
+        {
+            return Err(NetError::FileOwnerMismatch {
+                path: path.into(),
+                expected,
+                found: meta.uid(),
+            });
         }
-        if let Some(expected) = self.file_group {
-            if meta.gid() != expected {
-                return Err(NetError::FileGroupMismatch {
-                    path: path.into(),
-                    expected,
-                    found: meta.gid(),
-                });
-            }
+        if let Some(expected) = self.file_group
+            && meta.gid() != expected
+        {
+            return Err(NetError::FileGroupMismatch {
+                path: path.into(),
+                expected,
+                found: meta.gid(),
+            });
         }
         let perm = meta.mode() & 0o777;
         let allowed = match &self.modes {
@@ -266,39 +273,47 @@ impl Connector {
 
     fn finish(&self, stream: UnixStream, path: &Path) -> Result<Conn, NetError> {
         let server = Cred::of_peer(&stream)?;
-        if let Some(expected) = self.server_uid {
-            if server.uid != expected {
-                return Err(NetError::ServerUidMismatch {
-                    path: path.into(),
-                    expected,
-                    found: server.uid,
-                });
-            }
+        if let Some(expected) = self.server_uid
+            && server.uid != expected
+        {
+            return Err(NetError::ServerUidMismatch {
+                path: path.into(),
+                expected,
+                found: server.uid,
+            });
         }
-        if let Some(expected) = self.server_gid {
-            if server.gid != expected {
-                return Err(NetError::ServerGidMismatch {
-                    path: path.into(),
-                    expected,
-                    found: server.gid,
-                });
-            }
+        if let Some(expected) = self.server_gid
+            && server.gid != expected
+        {
+            return Err(NetError::ServerGidMismatch {
+                path: path.into(),
+                expected,
+                found: server.gid,
+            });
         }
         Ok(Conn::new(stream, server))
     }
 }
 
 /// Connects, retrying while the server's accept backlog is full (Linux
-/// answers a non-blocking connect with `EAGAIN` then). Without a timeout the
-/// retries stop after [`BUSY_RETRY_FOR`] with [`NetError::ServerBusy`].
-async fn connect_retrying(path: &Path) -> Result<UnixStream, NetError> {
+/// answers a non-blocking connect with `EAGAIN` then), for up to
+/// `busy_limit` (`None`: until the caller's timeout cuts it).
+async fn connect_retrying<F, Fut>(
+    path: &Path,
+    busy_limit: Option<Duration>,
+    mut connect: F,
+) -> Result<UnixStream, NetError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::io::Result<UnixStream>>,
+{
     let started = tokio::time::Instant::now();
     let mut pause = Duration::from_millis(1);
     loop {
-        match UnixStream::connect(path).await {
+        match connect().await {
             Ok(s) => return Ok(s),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                if started.elapsed() >= BUSY_RETRY_FOR {
+                if busy_limit.is_some_and(|limit| started.elapsed() >= limit) {
                     return Err(NetError::ServerBusy { path: path.into() });
                 }
                 tokio::time::sleep(pause).await;
@@ -306,8 +321,9 @@ async fn connect_retrying(path: &Path) -> Result<UnixStream, NetError> {
             }
             Err(e) => {
                 return Err(match e.kind() {
-                    std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                        NetError::NotFound { path: path.into() }
+                    std::io::ErrorKind::NotFound => NetError::NotFound { path: path.into() },
+                    std::io::ErrorKind::ConnectionRefused => {
+                        NetError::Refused { path: path.into() }
                     }
                     _ => NetError::io("connect to", path, e),
                 });
@@ -320,9 +336,12 @@ async fn connect_retrying(path: &Path) -> Result<UnixStream, NetError> {
 /// timeout was set.
 pub const BUSY_RETRY_FOR: Duration = Duration::from_secs(1);
 
-/// A connected pair of sockets (`socketpair`), each end knowing the other's
-/// credentials — for a parent and the child process it starts, or for tests.
-/// Must be called inside a tokio runtime.
+/// A connected pair of sockets (`socketpair`), for a parent and the child
+/// process it starts, or for tests. Must be called inside a tokio runtime.
+///
+/// The kernel reports the *creator* of a socketpair as the peer on both
+/// ends: a child that inherits one end learns its parent's credentials, but
+/// the parent's end keeps reporting the parent itself, not the child.
 pub fn pair() -> Result<(Conn, Conn), NetError> {
     let (a, b) = UnixStream::pair().map_err(|e| NetError::io("socketpair", "", e))?;
     let ca = Cred::of_peer(&a)?;

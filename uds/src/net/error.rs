@@ -101,6 +101,18 @@ pub enum NetError {
         /// The path.
         path: PathBuf,
     },
+    /// A socket file is there but nobody accepted the connection: no server
+    /// listens on it (a stale socket), or on macOS its backlog is full.
+    #[error(
+        "nothing accepted the connection at {path:?}: the server is not running (or, on macOS, is overloaded)"
+    )]
+    Refused {
+        /// The path.
+        path: PathBuf,
+    },
+    /// No tokio runtime is running in this thread.
+    #[error("uds sockets need a tokio runtime: call this from within one (e.g. #[tokio::main])")]
+    NoRuntime,
     /// The socket file's owner is not the expected user.
     #[error(
         "socket {path:?} is owned by uid {found}, expected uid {expected}: it may not be the server you meant"

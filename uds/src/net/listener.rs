@@ -88,21 +88,23 @@ impl ListenerBuilder {
     /// owner there, and only then linked into place — it is never reachable
     /// with looser permissions than asked.
     pub fn bind(self) -> Result<Listener, NetError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(NetError::NoRuntime);
+        }
         let stats = Arc::new(Counters::default());
         match self.addr {
             Addr::Path(path) => {
-                let (std, id) = bind_path(
+                let (inner, id, lock) = bind_path(
                     &path,
                     self.mode.unwrap_or(DEFAULT_MODE),
                     self.owner,
                     self.group,
                 )?;
-                let inner = register(std, &path)?;
                 Ok(Listener {
                     inner,
                     policy: self.policy,
                     display: path.clone(),
-                    cleanup: Some((path, id)),
+                    cleanup: Some(Cleanup { path, id, lock }),
                     stats,
                 })
             }
@@ -125,6 +127,14 @@ impl ListenerBuilder {
     }
 }
 
+/// What a path listener removes when it closes.
+#[derive(Debug)]
+struct Cleanup {
+    path: PathBuf,
+    id: FileId,
+    lock: PathLock,
+}
+
 pub(crate) fn abstract_display(name: &[u8]) -> PathBuf {
     PathBuf::from(format!("@{}", String::from_utf8_lossy(name)))
 }
@@ -140,6 +150,32 @@ struct Counters {
     accepted: AtomicU64,
     denied: AtomicU64,
     failed: AtomicU64,
+    /// Milliseconds since the Unix epoch of the last denial logged.
+    last_denial_log_ms: AtomicU64,
+    /// Denials not logged since then.
+    denials_unlogged: AtomicU64,
+}
+
+impl Counters {
+    /// Logs a denial, at most once a second per listener: a peer that
+    /// reconnects in a loop cannot flood the log (it can on the Go package).
+    fn log_denial(&self, listener: &Path, peer: &Cred, reason: &str) {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let last = self.last_denial_log_ms.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) < 1000
+            || self
+                .last_denial_log_ms
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            self.denials_unlogged.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let also = self.denials_unlogged.swap(0, Ordering::Relaxed);
+        tracing::warn!(listener = %listener.display(), pid = peer.pid, uid = peer.uid, gid = peer.gid, %reason, more_denied_since_last_log = also, "connection denied");
+    }
 }
 
 /// Counts of what a [`Listener`] did with incoming connections.
@@ -180,7 +216,7 @@ pub struct Listener {
     inner: UnixListener,
     policy: Policy,
     display: PathBuf,
-    cleanup: Option<(PathBuf, FileId)>,
+    cleanup: Option<Cleanup>,
     stats: Arc<Counters>,
 }
 
@@ -248,7 +284,7 @@ impl Listener {
                     };
                     if let Err(denied) = self.policy.check(&peer) {
                         self.stats.denied.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(listener = %self.display.display(), pid = peer.pid, uid = peer.uid, gid = peer.gid, reason = %denied.reason, "connection denied");
+                        self.stats.log_denial(&self.display, &peer, &denied.reason);
                         drop(stream);
                         continue;
                     }
@@ -294,12 +330,12 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        let Some((path, id)) = self.cleanup.take() else {
+        let Some(Cleanup { path, id, lock }) = self.cleanup.take() else {
             return;
         };
         // Remove only our own socket: if someone replaced the file, it is
-        // theirs. (A replacement between this check and the unlink is possible
-        // only for someone with write access to the directory.)
+        // theirs. Holding the path's lock, no other uds listener can be
+        // publishing there meanwhile.
         match std::fs::symlink_metadata(&path) {
             Ok(meta) if FileId::of(&meta) == id => {
                 if let Err(err) = std::fs::remove_file(&path) {
@@ -311,7 +347,76 @@ impl Drop for Listener {
             }
             Err(_) => {}
         }
+        lock.release();
     }
+}
+
+/// An exclusive lock on `<socket path>.lock`, held for a listener's life.
+///
+/// Without it, two servers starting at once on a stale socket could both
+/// judge it stale, and one could delete the other's fresh socket. With it,
+/// only the lock holder touches the path. The lock file is removed on close;
+/// a taker checks that the file it locked is still the one at the path.
+#[derive(Debug)]
+struct PathLock {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl PathLock {
+    fn acquire(socket: &Path) -> Result<Self, NetError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut name = socket.as_os_str().to_owned();
+        name.push(".lock");
+        let path = PathBuf::from(name);
+        for _ in 0..8 {
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc_nofollow())
+                .open(&path)
+                .map_err(|e| NetError::io("open lock file", &path, e))?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    return Err(NetError::AddressInUse {
+                        path: socket.into(),
+                    });
+                }
+                Err(std::fs::TryLockError::Error(e)) => {
+                    return Err(NetError::io("lock", &path, e));
+                }
+            }
+            // The previous holder may have removed the file between our open
+            // and our lock: then we locked a dead inode; try again.
+            let ours = file
+                .metadata()
+                .map_err(|e| NetError::io("stat lock file", &path, e))?;
+            match paths::lstat(&path)? {
+                Some(now) if FileId::of(&now) == FileId::of(&ours) => {
+                    return Ok(PathLock { path, file });
+                }
+                _ => {}
+            }
+        }
+        Err(NetError::AddressInUse {
+            path: socket.into(),
+        })
+    }
+
+    fn release(self) {
+        // Unlink while still holding the lock, then unlock (on drop).
+        let _ = std::fs::remove_file(&self.path);
+        drop(self.file);
+    }
+}
+
+/// `O_NOFOLLOW`: never open a lock file through a symlink planted there.
+fn libc_nofollow() -> i32 {
+    crate::sys::o_nofollow()
 }
 
 /// A private directory next to the socket path, removed on drop.
@@ -357,8 +462,9 @@ fn bind_path(
     mode: u32,
     owner: Option<u32>,
     group: Option<u32>,
-) -> Result<(StdListener, FileId), NetError> {
+) -> Result<(UnixListener, FileId, PathLock), NetError> {
     paths::check_len(path)?;
+    let lock = PathLock::acquire(path)?;
     paths::clear_stale(path)?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -366,7 +472,10 @@ fn bind_path(
     };
     let dir = PrivateDir::create_in(parent)?;
     let staged = dir.0.join("s");
-    let listener = bind_staged(&dir.0, &staged)?;
+    let std_listener = bind_staged(&dir.0, &staged, path)?;
+    // Registered before it is published, so no failure after publishing
+    // can leave a socket file with no listener to clean it up.
+    let listener = register(std_listener, path)?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode & 0o7777))
@@ -380,22 +489,21 @@ fn bind_path(
         .ok_or_else(|| NetError::io("stat", &staged, io::Error::from(io::ErrorKind::NotFound)))?;
     let id = FileId::of(&meta);
     publish(&staged, path)?;
-    Ok((listener, id))
+    Ok((listener, id, lock))
 }
 
 /// Binds at `staged` inside the private directory `dir`. When the staged path
 /// is too long for `sun_path` (the final path fits, but the private directory
 /// adds a few bytes), Linux binds through `/proc/self/fd/N/`, which names the
 /// same directory in a few bytes.
-fn bind_staged(dir: &Path, staged: &Path) -> Result<StdListener, NetError> {
-    let too_long = match paths::check_len(staged) {
-        Ok(()) => return StdListener::bind(staged).map_err(|e| NetError::io("bind", staged, e)),
-        Err(e) => e,
-    };
+fn bind_staged(dir: &Path, staged: &Path, path: &Path) -> Result<StdListener, NetError> {
+    if paths::check_len(staged).is_ok() {
+        return StdListener::bind(staged).map_err(|e| NetError::io("bind", staged, e));
+    }
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        let _ = too_long;
+        let _ = path;
         let handle = std::fs::File::open(dir).map_err(|e| NetError::io("open", dir, e))?;
         let short = PathBuf::from(format!("/proc/self/fd/{}/s", handle.as_raw_fd()));
         StdListener::bind(&short).map_err(|e| NetError::io("bind", staged, e))
@@ -403,30 +511,34 @@ fn bind_staged(dir: &Path, staged: &Path) -> Result<StdListener, NetError> {
     #[cfg(not(target_os = "linux"))]
     {
         let _ = dir;
-        Err(too_long)
+        // The staging directory costs a few bytes of the limit here.
+        let extra = staged
+            .as_os_str()
+            .len()
+            .saturating_sub(path.as_os_str().len());
+        Err(NetError::PathTooLong {
+            path: path.into(),
+            len: path.as_os_str().len(),
+            max: paths::max_path_len().saturating_sub(extra),
+        })
     }
 }
 
 /// Makes the staged socket visible at `path` without replacing anything that
-/// appeared there meanwhile: a hard link fails if the name exists.
+/// appeared there meanwhile: a hard link fails if the name exists. (No
+/// fallback to `rename`, which would replace it.)
 fn publish(staged: &Path, path: &Path) -> Result<(), NetError> {
     for attempt in 0..2 {
         match std::fs::hard_link(staged, path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt == 0 => {
-                // Someone put a file there after our first check.
+                // Something (not a uds listener: we hold the lock) appeared.
                 paths::clear_stale(path)?;
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 return Err(NetError::AddressInUse { path: path.into() });
             }
-            Err(e) => {
-                // File systems without hard links: rename instead. The path
-                // was checked free just before.
-                tracing::debug!(%e, "hard link unsupported; renaming the socket into place");
-                return std::fs::rename(staged, path)
-                    .map_err(|e| NetError::io("rename to", path, e));
-            }
+            Err(e) => return Err(NetError::io("link socket into place at", path, e)),
         }
     }
     Err(NetError::AddressInUse { path: path.into() })

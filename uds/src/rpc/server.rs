@@ -726,10 +726,10 @@ async fn handle_frame(
         _permits: (p1, p2),
     };
     let abort = handler.spawn(ctx, env.data, guard);
-    if let Some(entry) = state.lock().calls.get_mut(&id) {
-        if entry.seq == seq {
-            entry.abort = Some(abort);
-        }
+    if let Some(entry) = state.lock().calls.get_mut(&id)
+        && entry.seq == seq
+    {
+        entry.abort = Some(abort);
     }
 }
 
