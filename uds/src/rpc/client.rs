@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use tokio::net::unix::OwnedReadHalf;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -186,8 +186,35 @@ struct CallTable {
 
 #[derive(Debug, Default)]
 struct CallState {
-    pending: HashMap<u32, oneshot::Sender<Reply>>,
+    pending: HashMap<u32, Waiter>,
     closed: Option<RpcError>,
+}
+
+/// Who waits for a call's replies.
+#[derive(Debug)]
+enum Waiter {
+    Unary(oneshot::Sender<Reply>),
+    Stream(mpsc::Sender<StreamEvent>),
+}
+
+impl Waiter {
+    fn fail(self, err: RpcError) {
+        match self {
+            Waiter::Unary(tx) => {
+                let _ = tx.send(Err(err));
+            }
+            Waiter::Stream(tx) => {
+                let _ = tx.try_send(StreamEvent::End(Err(err)));
+            }
+        }
+    }
+}
+
+/// What the reader hands a stream.
+#[derive(Debug)]
+enum StreamEvent {
+    Item(Bytes),
+    End(Result<(), RpcError>),
 }
 
 impl CallTable {
@@ -204,8 +231,8 @@ impl CallTable {
             }
             std::mem::take(&mut st.pending)
         };
-        for (_, tx) in pending {
-            let _ = tx.send(Err(err.clone()));
+        for (_, waiter) in pending {
+            waiter.fail(err.clone());
         }
     }
 }
@@ -272,7 +299,7 @@ impl Client {
             });
         }
         let (tx, rx) = oneshot::channel();
-        let id = self.register(tx)?;
+        let id = self.register(Waiter::Unary(tx))?;
         let mut guard = PendingGuard {
             inner,
             id,
@@ -302,7 +329,56 @@ impl Client {
         }
     }
 
-    fn register(&self, tx: oneshot::Sender<Reply>) -> Result<u32, RpcError> {
+    /// Calls a server-streaming method: the reply is a [`RpcStream`] of
+    /// items. The call's timeout bounds the whole stream. The client grants
+    /// the server credit for `window` items at a time (default
+    /// [`DEFAULT_STREAM_WINDOW`](super::DEFAULT_STREAM_WINDOW)) as the
+    /// stream is consumed, so a slow consumer slows the producer. Dropping
+    /// the stream cancels the call on the server.
+    pub async fn call_stream(
+        &self,
+        method: &str,
+        data: Bytes,
+        opts: CallOptions,
+    ) -> Result<RpcStream, RpcError> {
+        let inner = &*self.inner;
+        let timeout = opts.timeout.unwrap_or(inner.config.timeout);
+        let window = super::DEFAULT_STREAM_WINDOW;
+        let (tx, rx) = mpsc::channel(window as usize + 2);
+        let id = self.register(Waiter::Stream(tx))?;
+        let mut stream = RpcStream {
+            client: self.clone(),
+            id,
+            rx,
+            window,
+            consumed: 0,
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            done: false,
+        };
+        let env = EnvelopeRef {
+            id,
+            exp_unix_nano: unix_nanos_after(timeout),
+            method: method.as_bytes(),
+            data: &data,
+            credit: window,
+            ..EnvelopeRef::default()
+        };
+        if env.encoded_len() > inner.config.max_frame_len {
+            return Err(RpcError::FrameTooLarge {
+                len: env.encoded_len(),
+                max: inner.config.max_frame_len,
+            });
+        }
+        if let Err(closed) = inner.outbox.push(&env, Some(&data)).await {
+            stream.done = true;
+            inner.calls.lock().pending.remove(&id);
+            return Err(RpcError::closed(closed));
+        }
+        Ok(stream)
+    }
+
+    fn register(&self, waiter: Waiter) -> Result<u32, RpcError> {
         let mut st = self.inner.calls.lock();
         if let Some(err) = &st.closed {
             return Err(err.clone());
@@ -312,7 +388,7 @@ impl Client {
         loop {
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
             if id != 0 && !st.pending.contains_key(&id) {
-                st.pending.insert(id, tx);
+                st.pending.insert(id, waiter);
                 return Ok(id);
             }
         }
@@ -398,17 +474,177 @@ fn deliver(calls: &CallTable, env: Envelope) {
         tracing::warn!(err_type = env.err_type, err = %env.err_text(), "reply without a call id dropped");
         return;
     }
-    let Some(tx) = calls.lock().pending.remove(&env.id) else {
+    let id = env.id;
+    let mut st = calls.lock();
+    let Some(waiter) = st.pending.get(&id) else {
         tracing::debug!(
             id = env.id,
             "reply for no pending call dropped (late, cancelled or duplicate)"
         );
         return;
     };
-    let reply = if env.err_type == 0 {
+    if let Waiter::Stream(tx) = waiter {
+        if env.stream_item && env.err_type == 0 {
+            if tx.try_send(StreamEvent::Item(env.data)).is_err() {
+                // More items than credit granted (or the stream is gone):
+                // end the stream rather than buffer without bound.
+                if let Some(w) = st.pending.remove(&id) {
+                    w.fail(RpcError::Protocol {
+                        reason: "the server sent stream items beyond the credit granted".into(),
+                    });
+                }
+            }
+            return;
+        }
+        let end = if env.err_type == 0 && env.stream_end {
+            Ok(())
+        } else if env.err_type == 0 {
+            Err(RpcError::Protocol {
+                reason: "a unary reply to a streaming call (is the method a stream on the server?)"
+                    .into(),
+            })
+        } else {
+            Err(reply_error(env))
+        };
+        if let Some(Waiter::Stream(tx)) = st.pending.remove(&id) {
+            let _ = tx.try_send(StreamEvent::End(end));
+        }
+        return;
+    }
+    let Some(Waiter::Unary(tx)) = st.pending.remove(&id) else {
+        return;
+    };
+    drop(st);
+    let reply = if env.stream_item || env.stream_end {
+        Err(RpcError::Protocol {
+            reason: "stream items in reply to a unary call".into(),
+        })
+    } else if env.err_type == 0 {
         Ok(env.data)
     } else {
-        Err(RpcError::from_wire(env.err_type, env.err_text()))
+        Err(reply_error(env))
     };
     let _ = tx.send(reply);
+}
+
+/// The error of a failed reply.
+fn reply_error(env: Envelope) -> RpcError {
+    let message = env.err_text();
+    if env.app_error && env.err_type == super::ErrorCode::Server.as_u32() {
+        RpcError::Application {
+            message,
+            data: env.data,
+        }
+    } else {
+        RpcError::from_wire(env.err_type, message)
+    }
+}
+
+/// The items of a server-streaming call; see [`Client::call_stream`].
+///
+/// A [`Stream`](futures_core::Stream) of `Result<Bytes, RpcError>`: items
+/// until the server ends the stream (then `None`), or an error as the last
+/// item (deadline, connection loss, server error).
+#[derive(Debug)]
+pub struct RpcStream {
+    client: Client,
+    id: u32,
+    rx: mpsc::Receiver<StreamEvent>,
+    window: u32,
+    consumed: u32,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+    timeout: Duration,
+    done: bool,
+}
+
+impl RpcStream {
+    /// Receives the next item; `None` at the end of the stream.
+    pub async fn next_item(&mut self) -> Option<Result<Bytes, RpcError>> {
+        std::future::poll_fn(|cx| {
+            futures_core::Stream::poll_next(std::pin::Pin::new(&mut *self), cx)
+        })
+        .await
+    }
+
+    fn finish(&mut self) {
+        self.done = true;
+        self.rx.close();
+    }
+}
+
+impl futures_core::Stream for RpcStream {
+    type Item = Result<Bytes, RpcError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(event) = self.rx.poll_recv(cx) {
+            return Poll::Ready(match event {
+                Some(StreamEvent::Item(item)) => {
+                    self.consumed += 1;
+                    if self.consumed >= self.window / 2 {
+                        let grant = EnvelopeRef {
+                            id: self.id,
+                            credit: self.consumed,
+                            ..EnvelopeRef::default()
+                        };
+                        // If the connection is gone the reader ends us.
+                        let _ = self.client.inner.outbox.push_now(&grant);
+                        self.consumed = 0;
+                    }
+                    Some(Ok(item))
+                }
+                Some(StreamEvent::End(Ok(()))) => {
+                    self.finish();
+                    None
+                }
+                Some(StreamEvent::End(Err(e))) => {
+                    self.finish();
+                    Some(Err(e))
+                }
+                None => {
+                    self.finish();
+                    Some(Err(RpcError::closed(
+                        "the stream ended without its end marker",
+                    )))
+                }
+            });
+        }
+        if self.deadline.as_mut().poll(cx).is_ready() {
+            let timeout = self.timeout;
+            self.cancel();
+            self.finish();
+            return Poll::Ready(Some(Err(deadline_error(timeout))));
+        }
+        Poll::Pending
+    }
+}
+
+impl RpcStream {
+    /// Stops waiting for the stream and tells the server to stop it.
+    fn cancel(&mut self) {
+        let inner = &self.client.inner;
+        let was_pending = inner.calls.lock().pending.remove(&self.id).is_some();
+        if was_pending && !inner.config.go_compatible {
+            let cancel = EnvelopeRef {
+                id: self.id,
+                cancel: true,
+                ..EnvelopeRef::default()
+            };
+            let _ = inner.outbox.push_now(&cancel);
+        }
+    }
+}
+
+impl Drop for RpcStream {
+    fn drop(&mut self) {
+        if !self.done {
+            self.cancel();
+        }
+    }
 }

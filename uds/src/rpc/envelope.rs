@@ -25,6 +25,16 @@ pub mod field {
     pub const ERR: u32 = 6;
     /// `bool cancel = 16` (uds extension): cancel the call with this id.
     pub const CANCEL: u32 = 16;
+    /// `bool app_error = 17` (uds extension): an `err_type` 4 reply whose
+    /// `data` is the encoded application error value.
+    pub const APP_ERROR: u32 = 17;
+    /// `bool stream_item = 18` (uds extension): one item of a server stream.
+    pub const STREAM_ITEM: u32 = 18;
+    /// `bool stream_end = 19` (uds extension): the end of a server stream.
+    pub const STREAM_END: u32 = 19;
+    /// `uint32 credit = 20` (uds extension): stream items the client is
+    /// ready for (in a request: the initial window; alone: a grant).
+    pub const CREDIT: u32 = 20;
 }
 
 const WIRE_VARINT: u32 = 0;
@@ -33,6 +43,8 @@ const WIRE_LEN: u32 = 2;
 const WIRE_I32: u32 = 5;
 
 /// A decoded envelope. `method`, `data` and `err` share the frame's memory.
+// The booleans mirror the wire's proto3 `bool` fields one to one.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Envelope {
@@ -50,6 +62,14 @@ pub struct Envelope {
     pub err: Bytes,
     /// Cancellation request (field 16, uds extension).
     pub cancel: bool,
+    /// The error reply carries an application error in `data` (field 17).
+    pub app_error: bool,
+    /// One item of a server stream (field 18).
+    pub stream_item: bool,
+    /// The end of a server stream (field 19).
+    pub stream_end: bool,
+    /// Stream flow-control credit (field 20).
+    pub credit: u32,
 }
 
 /// Why an envelope could not be decoded.
@@ -130,6 +150,22 @@ impl Envelope {
                     expect(WIRE_VARINT)?;
                     env.cancel = r.varint()? != 0;
                 }
+                field::APP_ERROR => {
+                    expect(WIRE_VARINT)?;
+                    env.app_error = r.varint()? != 0;
+                }
+                field::STREAM_ITEM => {
+                    expect(WIRE_VARINT)?;
+                    env.stream_item = r.varint()? != 0;
+                }
+                field::STREAM_END => {
+                    expect(WIRE_VARINT)?;
+                    env.stream_end = r.varint()? != 0;
+                }
+                field::CREDIT => {
+                    expect(WIRE_VARINT)?;
+                    env.credit = r.varint()? as u32;
+                }
                 _ => r.skip(wire)?,
             }
         }
@@ -165,11 +201,16 @@ impl Envelope {
             err_type: self.err_type,
             err: &self.err,
             cancel: self.cancel,
+            app_error: self.app_error,
+            stream_item: self.stream_item,
+            stream_end: self.stream_end,
+            credit: self.credit,
         }
     }
 }
 
 /// A borrowed envelope for encoding without building owned fields.
+#[allow(clippy::struct_excessive_bools)]
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct EnvelopeRef<'a> {
     pub(crate) id: u32,
@@ -179,6 +220,10 @@ pub(crate) struct EnvelopeRef<'a> {
     pub(crate) err_type: u32,
     pub(crate) err: &'a [u8],
     pub(crate) cancel: bool,
+    pub(crate) app_error: bool,
+    pub(crate) stream_item: bool,
+    pub(crate) stream_end: bool,
+    pub(crate) credit: u32,
 }
 
 impl EnvelopeRef<'_> {
@@ -209,8 +254,13 @@ impl EnvelopeRef<'_> {
         if !self.err.is_empty() {
             n += 1 + varint_len(self.err.len() as u64) + self.err.len();
         }
-        if self.cancel {
-            n += 2 + 1; // two-byte tag (field 16), one-byte value
+        // Fields 16-20 have two-byte tags; the booleans one-byte values.
+        n += 3 * usize::from(self.cancel)
+            + 3 * usize::from(self.app_error)
+            + 3 * usize::from(self.stream_item)
+            + 3 * usize::from(self.stream_end);
+        if self.credit != 0 {
+            n += 2 + varint_len(u64::from(self.credit));
         }
         n
     }
@@ -251,9 +301,20 @@ impl EnvelopeRef<'_> {
             put_varint(dst, self.err.len() as u64);
             dst.put_slice(self.err);
         }
-        if self.cancel {
-            put_key(dst, field::CANCEL, WIRE_VARINT);
-            put_varint(dst, 1);
+        for (on, number) in [
+            (self.cancel, field::CANCEL),
+            (self.app_error, field::APP_ERROR),
+            (self.stream_item, field::STREAM_ITEM),
+            (self.stream_end, field::STREAM_END),
+        ] {
+            if on {
+                put_key(dst, number, WIRE_VARINT);
+                put_varint(dst, 1);
+            }
+        }
+        if self.credit != 0 {
+            put_key(dst, field::CREDIT, WIRE_VARINT);
+            put_varint(dst, u64::from(self.credit));
         }
     }
 
@@ -370,6 +431,10 @@ mod tests {
             err_type: 4,
             err: Bytes::from_static(b"e"),
             cancel: true,
+            app_error: true,
+            stream_item: true,
+            stream_end: true,
+            credit: 300,
         };
         let mut buf = Vec::new();
         e.encode(&mut buf);

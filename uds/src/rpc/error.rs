@@ -54,6 +54,16 @@ pub enum RpcError {
         /// The handler's message.
         message: String,
     },
+    /// The handler returned an application error value (`err_type` 4 with
+    /// the uds `app_error` flag): `data` holds it, encoded by the service's
+    /// codec. Generated clients decode it into the method's error type.
+    #[error("application error: {message}")]
+    Application {
+        /// The server's text.
+        message: String,
+        /// The encoded error value.
+        data: bytes::Bytes,
+    },
     /// The server sent an `err_type` this client does not know.
     #[error("unknown error type {code} from the server: {message}")]
     Unknown {
@@ -111,7 +121,7 @@ impl RpcError {
             RpcError::MethodNotFound { .. } => Some(ErrorCode::MethodNotFound),
             RpcError::DeadlineExceeded { .. } => Some(ErrorCode::DeadlineExceeded),
             RpcError::BadData { .. } => Some(ErrorCode::BadData),
-            RpcError::Server { .. } => Some(ErrorCode::Server),
+            RpcError::Server { .. } | RpcError::Application { .. } => Some(ErrorCode::Server),
             _ => None,
         }
     }
@@ -144,23 +154,38 @@ impl RpcError {
 pub struct HandlerError {
     pub(crate) code: ErrorCode,
     pub(crate) message: String,
+    pub(crate) app: Option<bytes::Bytes>,
 }
 
 impl HandlerError {
     /// A server error (code 4) with this message.
     pub fn server(message: impl Into<String>) -> Self {
+        HandlerError::with_code(ErrorCode::Server, message)
+    }
+
+    pub(crate) fn with_code(code: ErrorCode, message: impl Into<String>) -> Self {
+        HandlerError {
+            code,
+            message: message.into(),
+            app: None,
+        }
+    }
+
+    /// An application error (code 4 with the uds `app_error` flag): `data` is
+    /// the error value encoded by the service's codec, delivered to a uds
+    /// client as [`RpcError::Application`]; `message` is what other clients
+    /// (Go) see.
+    pub fn application(data: bytes::Bytes, message: impl Into<String>) -> Self {
         HandlerError {
             code: ErrorCode::Server,
             message: message.into(),
+            app: Some(data),
         }
     }
 
     /// A bad-data error (code 3): the request was malformed.
     pub fn bad_data(message: impl Into<String>) -> Self {
-        HandlerError {
-            code: ErrorCode::BadData,
-            message: message.into(),
-        }
+        HandlerError::with_code(ErrorCode::BadData, message)
     }
 
     /// The wire code.

@@ -53,6 +53,6 @@ pub use context::Context;
 pub use envelope::{Envelope, EnvelopeError, field};
 pub use error::{ErrorCode, HandlerError, RpcError};
 pub use server::{
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CALLS, DEFAULT_MAX_CALLS_PER_CONNECTION, Server,
-    ServerBuilder, ShutdownReport,
+    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CALLS, DEFAULT_MAX_CALLS_PER_CONNECTION,
+    DEFAULT_STREAM_WINDOW, Server, ServerBuilder, ShutdownReport,
 };

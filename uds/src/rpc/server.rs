@@ -35,6 +35,11 @@ pub const DEFAULT_MAX_CALLS: usize = 1024;
 /// Default time a connection with no call in flight may stay silent before
 /// the server closes it: 15 minutes.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
+/// Stream items sent before the client grants credit, if its request names
+/// no window.
+pub const DEFAULT_STREAM_WINDOW: u32 = 16;
+/// Most stream credit a client can hold at once.
+const MAX_STREAM_CREDIT: usize = 4096;
 /// Longest error text sent in a reply; longer texts are cut.
 const MAX_ERROR_TEXT: usize = 16 * 1024;
 
@@ -45,6 +50,81 @@ type Outcome = Result<Bytes, HandlerError>;
 /// generic impl keeps the handler's future unboxed — one allocation per call.
 trait ErasedHandler: Send + Sync + 'static {
     fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard) -> AbortHandle;
+
+    /// Whether the handler answers with a stream of items.
+    fn streaming(&self) -> bool {
+        false
+    }
+}
+
+struct StreamHandler<F>(F);
+
+impl<F, Fut, S> ErasedHandler for StreamHandler<F>
+where
+    F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<S, HandlerError>> + Send + 'static,
+    S: futures_core::Stream<Item = Result<Bytes, HandlerError>> + Send + 'static,
+{
+    fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard) -> AbortHandle {
+        let fut = std::panic::catch_unwind(AssertUnwindSafe(|| (self.0)(ctx, req)));
+        tokio::spawn(async move {
+            let outcome = match fut {
+                Ok(fut) => {
+                    let pump = pump_stream(fut, &call);
+                    run_to_deadline(pump, call.deadline).await
+                }
+                Err(_) => Err(panicked()),
+            };
+            call.finish_stream(outcome.map(drop)).await;
+        })
+        .abort_handle()
+    }
+
+    fn streaming(&self) -> bool {
+        true
+    }
+}
+
+/// Sends a handler's stream item by item, each only once the client has
+/// granted credit for it: a slow client slows the producer.
+async fn pump_stream<Fut, S>(fut: Fut, call: &CallGuard) -> Outcome
+where
+    Fut: Future<Output = Result<S, HandlerError>>,
+    S: futures_core::Stream<Item = Result<Bytes, HandlerError>>,
+{
+    use futures_util::StreamExt;
+    let stream = fut.await?;
+    let mut stream = std::pin::pin!(stream);
+    let Some(credits) = call.credits.as_ref() else {
+        return Err(HandlerError::server("stream without flow control"));
+    };
+    loop {
+        match credits.acquire().await {
+            Ok(permit) => permit.forget(),
+            Err(_) => return Err(HandlerError::server("stream closed")),
+        }
+        match stream.next().await {
+            Some(Ok(item)) => {
+                let env = EnvelopeRef {
+                    id: call.id,
+                    data: &item,
+                    stream_item: true,
+                    ..EnvelopeRef::default()
+                };
+                if env.encoded_len() > call.conn.max_frame_len {
+                    return Err(HandlerError::server(format!(
+                        "a stream item of {} bytes exceeds the frame limit",
+                        item.len()
+                    )));
+                }
+                if call.conn.outbox.push(&env, Some(&item)).await.is_err() {
+                    return Err(HandlerError::server("connection closed"));
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => return Ok(Bytes::new()),
+        }
+    }
 }
 
 struct FnHandler<F>(F);
@@ -81,10 +161,10 @@ async fn run_to_deadline<Fut: Future<Output = Outcome>>(
         Some(at) => match tokio::time::timeout_at(at, guarded).await {
             Ok(r) => r,
             Err(_) => {
-                return Err(HandlerError {
-                    code: ErrorCode::DeadlineExceeded,
-                    message: "the handler did not finish before the call's deadline".into(),
-                });
+                return Err(HandlerError::with_code(
+                    ErrorCode::DeadlineExceeded,
+                    "the handler did not finish before the call's deadline",
+                ));
             }
         },
         None => guarded.await,
@@ -138,6 +218,27 @@ impl std::fmt::Debug for ServerBuilder {
 }
 
 impl ServerBuilder {
+    /// Registers a server-streaming handler for `method`: it returns a
+    /// stream of encoded items, sent to the client one by one as it grants
+    /// credit (a slow client slows the stream; memory stays bounded). The
+    /// call's deadline bounds the whole stream; the client dropping its
+    /// stream cancels it. See `PROTOCOL.md` §2.6.
+    pub fn streaming<F, Fut, S>(mut self, method: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S, HandlerError>> + Send + 'static,
+        S: futures_core::Stream<Item = Result<Bytes, HandlerError>> + Send + 'static,
+    {
+        let method = method.into();
+        if self.handlers.contains_key(method.as_str()) {
+            self.duplicates.push(method);
+        } else {
+            self.handlers
+                .insert(method.into_boxed_str(), Arc::new(StreamHandler(handler)));
+        }
+        self
+    }
+
     /// Registers `handler` for `method` (e.g. `"/Calculator/add"`).
     ///
     /// The handler gets the call's [`Context`] and the request bytes and
@@ -389,6 +490,8 @@ struct InFlight {
     seq: u64,
     abort: Option<AbortHandle>,
     token: Option<CancellationToken>,
+    /// For a stream: items the client is ready for.
+    credits: Option<Arc<Semaphore>>,
 }
 
 impl InFlight {
@@ -422,6 +525,16 @@ impl ConnState {
 
     fn is_idle(&self) -> bool {
         self.lock().calls.is_empty()
+    }
+
+    /// Adds stream credit from the client, capped so that a hostile grant
+    /// can neither overflow the semaphore nor mean "unlimited".
+    fn grant(&self, id: u32, credit: u32) {
+        let t = self.lock();
+        if let Some(credits) = t.calls.get(&id).and_then(|e| e.credits.as_ref()) {
+            let room = MAX_STREAM_CREDIT.saturating_sub(credits.available_permits());
+            credits.add_permits((credit as usize).min(room));
+        }
     }
 
     fn cancel(&self, id: u32) -> bool {
@@ -478,10 +591,52 @@ impl ConnState {
                     self.outbox.push(&env, Some(&data)).await
                 }
             }
-            Err(e) => self.push_error(id, e.code, &e.message).await,
+            Err(e) => self.push_failure(id, &e, false).await,
         };
         if let Err(closed) = result {
             tracing::debug!(id, %closed, "reply not sent: connection closed");
+        }
+    }
+
+    /// An error reply; an application error carries its value in `data`.
+    async fn push_failure(
+        &self,
+        id: u32,
+        e: &HandlerError,
+        stream_end: bool,
+    ) -> Result<(), super::outbox::Closed> {
+        let msg = truncate(&e.message, MAX_ERROR_TEXT.min(self.max_frame_len / 2));
+        let app = e
+            .app
+            .as_ref()
+            .filter(|d| d.len() + msg.len() + 64 <= self.max_frame_len);
+        let env = EnvelopeRef {
+            id,
+            data: app.map_or(&[][..], |d| &d[..]),
+            err_type: e.code.as_u32(),
+            err: msg.as_bytes(),
+            app_error: app.is_some(),
+            stream_end,
+            ..EnvelopeRef::default()
+        };
+        self.outbox.push(&env, app).await
+    }
+
+    /// The end of a stream, successful or not.
+    async fn end_stream(&self, id: u32, outcome: Result<(), HandlerError>) {
+        let result = match outcome {
+            Ok(()) => {
+                let env = EnvelopeRef {
+                    id,
+                    stream_end: true,
+                    ..EnvelopeRef::default()
+                };
+                self.outbox.push(&env, None).await
+            }
+            Err(e) => self.push_failure(id, &e, true).await,
+        };
+        if let Err(closed) = result {
+            tracing::debug!(id, %closed, "stream end not sent: connection closed");
         }
     }
 
@@ -520,6 +675,7 @@ pub(crate) struct CallGuard {
     id: u32,
     seq: u64,
     deadline: Option<Instant>,
+    credits: Option<Arc<Semaphore>>,
     _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 }
 
@@ -528,6 +684,10 @@ impl CallGuard {
         // Replying while still registered keeps graceful shutdown waiting
         // for the reply to be queued.
         self.conn.reply(self.id, outcome).await;
+    }
+
+    async fn finish_stream(self, outcome: Result<(), HandlerError>) {
+        self.conn.end_stream(self.id, outcome).await;
     }
 }
 
@@ -667,6 +827,10 @@ async fn handle_frame(
         }
         return;
     }
+    if env.credit > 0 && env.method.is_empty() {
+        state.grant(env.id, env.credit);
+        return;
+    }
     if env.id == 0 {
         let _ = state
             .push_error(0, ErrorCode::BadData, "request has no call id")
@@ -689,6 +853,14 @@ async fn handle_frame(
     ) else {
         return; // semaphores are never closed
     };
+    let credits = handler.streaming().then(|| {
+        let window = if env.credit == 0 {
+            DEFAULT_STREAM_WINDOW
+        } else {
+            env.credit
+        };
+        Arc::new(Semaphore::new((window as usize).min(MAX_STREAM_CREDIT)))
+    });
     let seq = {
         let mut t = state.lock();
         if t.calls.contains_key(&id) {
@@ -702,6 +874,7 @@ async fn handle_frame(
                     seq,
                     abort: None,
                     token: None,
+                    credits: credits.clone(),
                 },
             );
             Some(seq)
@@ -723,6 +896,7 @@ async fn handle_frame(
         id,
         seq,
         deadline,
+        credits,
         _permits: (p1, p2),
     };
     let abort = handler.spawn(ctx, env.data, guard);
@@ -743,16 +917,16 @@ fn route<'s>(
         return Err(HandlerError::bad_data("method name is not valid UTF-8"));
     };
     let Ok(deadline) = deadline_of(env.exp_unix_nano, shared.config.default_timeout) else {
-        return Err(HandlerError {
-            code: ErrorCode::DeadlineExceeded,
-            message: "the call's deadline had passed when it arrived".into(),
-        });
+        return Err(HandlerError::with_code(
+            ErrorCode::DeadlineExceeded,
+            "the call's deadline had passed when it arrived",
+        ));
     };
     let Some(handler) = shared.handlers.get(method) else {
-        return Err(HandlerError {
-            code: ErrorCode::MethodNotFound,
-            message: format!("method {} not found", truncate(method, 256)),
-        });
+        return Err(HandlerError::with_code(
+            ErrorCode::MethodNotFound,
+            format!("method {} not found", truncate(method, 256)),
+        ));
     };
     Ok((handler, deadline))
 }
