@@ -15,6 +15,15 @@ fn pair_client(server: &Server) -> Client {
     Client::new(a)
 }
 
+/// Sets its flag when dropped.
+struct Flag(Arc<AtomicBool>);
+
+impl Drop for Flag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
 /// Counts items produced; sets a flag when the producer is dropped.
 fn counting_server(produced: Arc<AtomicUsize>, dropped: Arc<AtomicBool>) -> Server {
     Server::builder()
@@ -23,12 +32,6 @@ fn counting_server(produced: Arc<AtomicUsize>, dropped: Arc<AtomicBool>) -> Serv
             let dropped = dropped.clone();
             async move {
                 let limit: usize = std::str::from_utf8(&req).unwrap().parse().unwrap();
-                struct Flag(Arc<AtomicBool>);
-                impl Drop for Flag {
-                    fn drop(&mut self) {
-                        self.0.store(true, Ordering::SeqCst);
-                    }
-                }
                 let flag = Flag(dropped);
                 Ok(futures_util::stream::iter(0..limit).map(move |i| {
                     let _keep = &flag;
