@@ -1,5 +1,40 @@
-//! Procedural macros for [`uds`](https://docs.rs/uds).
+//! Procedural macros for [`uds`](https://docs.rs/uds): `#[uds::service]`.
 //!
-//! This crate is an implementation detail of `uds`; depend on `uds` and use
-//! the macros through its re-exports. The `#[uds::service]` attribute lands
-//! here once the RPC layer it expands into exists.
+//! Depend on `uds` and use the macro through its re-export; this crate is an
+//! implementation detail. The macro is built like `serde_derive` and
+//! `thiserror-impl`: parse and validate the trait into a model, collecting
+//! every mistake as a spanned error, then expand with one generator per
+//! emitted item. It never panics on user input, and on errors it re-emits
+//! the trait unchanged (minus its `#[uds]` attributes) so that an
+//! implementation of it does not cascade into more errors.
+//!
+//! See `uds::service` for the documentation and an example.
+
+mod expand;
+mod model;
+
+use proc_macro::TokenStream;
+
+/// Turns a trait into an RPC service: a typed client, `{Trait}Client`, and a
+/// server, `{Trait}Server`. See `uds::service` for the documentation.
+#[proc_macro_attribute]
+pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
+    let Ok(item) = syn::parse::<syn::ItemTrait>(input.clone()) else {
+        let err = syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "`#[uds::service]` goes on a trait",
+        )
+        .to_compile_error();
+        let mut out: TokenStream = err.into();
+        out.extend(input);
+        return out;
+    };
+    let (item, model) = model::parse(args.into(), item);
+    match model {
+        Ok(service) => expand::expand(&item, &service).into(),
+        Err(errors) => {
+            let errors = errors.to_compile_error();
+            quote::quote!(#item #errors).into()
+        }
+    }
+}

@@ -85,8 +85,15 @@ pub mod cred;
 pub mod frame;
 pub mod net;
 pub mod rpc;
+pub mod service;
 #[cfg(any(feature = "json", feature = "proto"))]
 pub mod stream;
 mod sys;
 
 pub use cred::Cred;
+pub use rpc::Context;
+pub use service::{CallError, ClientStream, ServerStream};
+pub use uds_macros::service;
+
+#[doc(hidden)]
+pub use service::__private;

@@ -48,7 +48,9 @@ mod outbox;
 mod server;
 mod typed;
 
-pub use client::{CallOptions, Client, ClientBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_WRITE_QUEUE};
+pub use client::{
+    CallOptions, Client, ClientBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_WRITE_QUEUE, RpcStream,
+};
 pub use context::Context;
 pub use envelope::{Envelope, EnvelopeError, field};
 pub use error::{ErrorCode, HandlerError, RpcError};

@@ -1,0 +1,315 @@
+//! Expand: one generator per emitted item — the trait with `Send` futures,
+//! the client, the server. Generated code names everything by absolute path
+//! (`::core`, `::std`, the uds crate path) so it compiles under
+//! `#![no_implicit_prelude]` and with the crate renamed.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{ItemTrait, ReturnType, TraitItem, Type};
+
+use crate::model::{Codec, Method, Ret, Service};
+
+pub(crate) fn expand(item: &ItemTrait, svc: &Service) -> TokenStream {
+    let trait_ = emit_trait(item);
+    let client = emit_client(item, svc);
+    let server = emit_server(item, svc);
+    let checks = emit_type_checks(svc);
+    quote! {
+        #trait_
+        #client
+        #server
+        #checks
+    }
+}
+
+/// The trait, each `async fn` turned into `fn -> impl Future + Send` so that
+/// the server can run calls on any thread. Implementations keep writing
+/// `async fn`.
+fn emit_trait(item: &ItemTrait) -> TokenStream {
+    let mut item = item.clone();
+    for ti in &mut item.items {
+        let TraitItem::Fn(f) = ti else { continue };
+        let out = match &f.sig.output {
+            ReturnType::Default => quote!(()),
+            ReturnType::Type(_, ty) => quote!(#ty),
+        };
+        f.sig.asyncness = None;
+        f.sig.output = syn::parse_quote! {
+            -> impl ::core::future::Future<Output = #out> + ::core::marker::Send
+        };
+    }
+    quote!(#item)
+}
+
+fn codec_path(svc: &Service) -> TokenStream {
+    let k = &svc.krate;
+    match svc.codec {
+        Codec::Json => quote!(#k::codec::Json),
+        Codec::Proto => quote!(#k::codec::Proto),
+    }
+}
+
+fn emit_client(item: &ItemTrait, svc: &Service) -> TokenStream {
+    let k = &svc.krate;
+    let vis = &item.vis;
+    let trait_ident = &item.ident;
+    let client = format_ident!("{}Client", trait_ident);
+    let doc = format!(
+        "Client for the [`{trait_ident}`] service: one async method per trait method, \
+         each returning the result or a typed error. Cheap to clone; clones share the connection."
+    );
+    let methods = svc.methods.iter().map(|m| client_method(svc, m));
+    quote! {
+        #[doc = #doc]
+        #[derive(::core::clone::Clone, ::core::fmt::Debug)]
+        #vis struct #client {
+            client: #k::rpc::Client,
+            options: #k::rpc::CallOptions,
+        }
+
+        impl #client {
+            /// A client over an RPC client (sharing its connection).
+            #vis fn new(client: #k::rpc::Client) -> Self {
+                Self { client, options: #k::rpc::CallOptions::default() }
+            }
+
+            /// A client over a connected socket (for example an end of `uds::net::pair()`).
+            #vis fn from_conn(conn: #k::net::Conn) -> Self {
+                Self::new(#k::rpc::Client::new(conn))
+            }
+
+            /// Connects to the server at `path`, with the default checks of
+            /// `uds::net::Connector` (socket owner and mode, server uid).
+            #vis async fn connect(
+                path: impl ::core::convert::AsRef<::std::path::Path>,
+            ) -> ::core::result::Result<Self, #k::net::NetError> {
+                ::core::result::Result::Ok(Self::new(#k::rpc::Client::connect(path).await?))
+            }
+
+            /// The same client with other per-call options (e.g. a timeout).
+            #vis fn with_options(mut self, options: #k::rpc::CallOptions) -> Self {
+                self.options = options;
+                self
+            }
+
+            /// The underlying RPC client.
+            #vis fn rpc(&self) -> &#k::rpc::Client {
+                &self.client
+            }
+
+            #(#methods)*
+        }
+    }
+}
+
+fn encode_args(svc: &Service, m: &Method) -> TokenStream {
+    let k = &svc.krate;
+    let codec = codec_path(svc);
+    match (svc.codec, m.args.as_slice()) {
+        (_, []) => quote!(#k::__private::Bytes::new()),
+        (_, [(a, _)]) => quote!(#k::__private::encode_arg::<#codec, _>(&#a)?),
+        (_, many) => {
+            let adds = many.iter().map(|(a, _)| {
+                let name = a.to_string();
+                quote!(.arg(#name, &#a)?)
+            });
+            quote!(#k::__private::JsonArgs::default() #(#adds)* .finish()?)
+        }
+    }
+}
+
+fn client_method(svc: &Service, m: &Method) -> TokenStream {
+    let k = &svc.krate;
+    let codec = codec_path(svc);
+    let ident = &m.ident;
+    let wire = &m.wire_name;
+    let docs = &m.docs;
+    let params = m.args.iter().map(|(a, t)| quote!(#a: #t));
+    let data = encode_args(svc, m);
+    let call = quote!(self.client.call_with(#wire, __data, self.options).await);
+    let (ret, body) = match &m.ret {
+        Ret::Unit => (
+            quote!(::core::result::Result<(), #k::rpc::RpcError>),
+            quote! { #call?; ::core::result::Result::Ok(()) },
+        ),
+        Ret::Plain(t) => (
+            quote!(::core::result::Result<#t, #k::rpc::RpcError>),
+            quote! { #k::__private::decode_reply::<#codec, #t>(#call?) },
+        ),
+        Ret::Result(t, e) => (
+            quote!(::core::result::Result<#t, #k::CallError<#e>>),
+            quote! { #k::__private::app_reply::<#codec, #t, #e>(#call) },
+        ),
+        Ret::Stream(t) => (
+            quote!(::core::result::Result<#k::ClientStream<#t>, #k::rpc::RpcError>),
+            quote! {
+                let __s = self.client.call_stream(#wire, __data, self.options).await?;
+                ::core::result::Result::Ok(#k::__private::client_stream::<#codec, #t>(__s))
+            },
+        ),
+    };
+    let wire_doc = format!("Calls `{wire}` on the server.");
+    quote! {
+        #(#docs)*
+        #[doc = ""]
+        #[doc = #wire_doc]
+        pub async fn #ident(&self, #(#params),*) -> #ret {
+            let __data = #data;
+            #body
+        }
+    }
+}
+
+fn emit_server(item: &ItemTrait, svc: &Service) -> TokenStream {
+    let k = &svc.krate;
+    let vis = &item.vis;
+    let trait_ident = &item.ident;
+    let server = format_ident!("{}Server", trait_ident);
+    let doc = format!(
+        "Serves any implementation of [`{trait_ident}`]: register it on a \
+         `uds::rpc::ServerBuilder` (or [`build`]({server}::build) a server) and serve a listener."
+    );
+    let registrations = svc
+        .methods
+        .iter()
+        .map(|m| register_method(svc, trait_ident, m));
+    let names = svc.methods.iter().map(|m| &m.wire_name);
+    quote! {
+        #[doc = #doc]
+        #vis struct #server<T> {
+            imp: ::std::sync::Arc<T>,
+        }
+
+        impl<T> ::core::clone::Clone for #server<T> {
+            fn clone(&self) -> Self {
+                Self { imp: ::std::sync::Arc::clone(&self.imp) }
+            }
+        }
+
+        impl<T> ::core::fmt::Debug for #server<T> {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.debug_struct(::core::stringify!(#server)).finish_non_exhaustive()
+            }
+        }
+
+        impl<T: #trait_ident + ::core::marker::Send + ::core::marker::Sync + 'static> #server<T> {
+            /// The wire names of the service's methods.
+            #vis const METHODS: &'static [&'static str] = &[#(#names),*];
+
+            /// Serves `imp`.
+            #vis fn new(imp: T) -> Self {
+                Self { imp: ::std::sync::Arc::new(imp) }
+            }
+
+            /// Serves a shared `imp`.
+            #vis fn from_arc(imp: ::std::sync::Arc<T>) -> Self {
+                Self { imp }
+            }
+
+            /// Registers every method on `builder`.
+            #vis fn register(&self, builder: #k::rpc::ServerBuilder) -> #k::rpc::ServerBuilder {
+                #(#registrations)*
+                builder
+            }
+
+            /// A server with the default settings that serves this service.
+            #vis fn build(&self) -> ::core::result::Result<#k::rpc::Server, #k::rpc::RpcError> {
+                self.register(#k::rpc::Server::builder()).build()
+            }
+        }
+    }
+}
+
+fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> TokenStream {
+    let k = &svc.krate;
+    let codec = codec_path(svc);
+    let ident = &m.ident;
+    let wire = &m.wire_name;
+    let decode = match (svc.codec, m.args.as_slice()) {
+        (_, []) => quote!(let _ = __data;),
+        (_, [(a, t)]) => quote!(let #a: #t = #k::__private::decode_arg::<#codec, #t>(__data)?;),
+        (_, many) => {
+            let takes = many.iter().map(|(a, t)| {
+                let name = a.to_string();
+                quote!(let #a: #t = __args.take(#name)?;)
+            });
+            quote! {
+                let mut __args = #k::__private::JsonArgs::parse(&__data)?;
+                #(#takes)*
+            }
+        }
+    };
+    let ctx_arg = m.has_ctx.then(|| quote!(&__ctx,));
+    let args = m.args.iter().map(|(a, _)| a);
+    let invoke = quote!(<T as #trait_ident>::#ident(&*__imp, #ctx_arg #(#args),*).await);
+    let (register, result) = match &m.ret {
+        Ret::Unit => (
+            quote!(handler),
+            quote! { let () = #invoke; ::core::result::Result::Ok(#k::__private::Bytes::new()) },
+        ),
+        Ret::Plain(t) => (
+            quote!(handler),
+            quote! { let __out: #t = #invoke; #k::__private::encode_result::<#codec, #t>(&__out) },
+        ),
+        Ret::Result(t, e) => (
+            quote!(handler),
+            quote! {
+                match #invoke {
+                    ::core::result::Result::Ok(__v) => #k::__private::encode_result::<#codec, #t>(&__v),
+                    ::core::result::Result::Err(__e) => {
+                        ::core::result::Result::Err(#k::__private::app_error::<#codec, #e>(&__e))
+                    }
+                }
+            },
+        ),
+        Ret::Stream(t) => (
+            quote!(streaming),
+            quote! {
+                let __s = #invoke;
+                ::core::result::Result::Ok(#k::__private::encode_stream::<#codec, #t>(__s))
+            },
+        ),
+    };
+    quote! {
+        let builder = {
+            let __imp = ::std::sync::Arc::clone(&self.imp);
+            builder.#register(#wire, move |__ctx: #k::rpc::Context, __data: #k::__private::Bytes| {
+                let __imp = ::std::sync::Arc::clone(&__imp);
+                async move {
+                    let _ = &__ctx;
+                    #decode
+                    #result
+                }
+            })
+        };
+    }
+}
+
+/// For a proto service: every argument, result, error and stream item type
+/// must be a `prost::Message`, checked on the type itself so the error points
+/// at it.
+fn emit_type_checks(svc: &Service) -> TokenStream {
+    if svc.codec != Codec::Proto {
+        return TokenStream::new();
+    }
+    let k = &svc.krate;
+    let mut types: Vec<&Type> = Vec::new();
+    for m in &svc.methods {
+        types.extend(m.args.iter().map(|(_, t)| t));
+        match &m.ret {
+            Ret::Unit => {}
+            Ret::Plain(t) | Ret::Stream(t) => types.push(&**t),
+            Ret::Result(t, e) => {
+                types.push(&**t);
+                types.push(&**e);
+            }
+        }
+    }
+    let checks = types.into_iter().map(|t| {
+        quote_spanned! {t.span()=>
+            const _: () = #k::__private::assert_proto_message::<#t>();
+        }
+    });
+    quote!(#(#checks)*)
+}
