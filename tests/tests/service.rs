@@ -6,8 +6,10 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use uds::rpc::{Client, RpcError};
 
+/// The calculator's application error.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum MathError {
+    /// Division by zero.
     DivideByZero,
 }
 
@@ -22,11 +24,16 @@ impl std::fmt::Display for MathError {
 pub trait Calculator {
     /// Adds.
     async fn add(&self, a: i64, b: i64) -> i64;
+    /// Divides, failing on zero.
     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
+    /// Sums, under the wire name a Go server would use.
     #[uds(name = "/math/sum")]
     async fn sum(&self, ctx: &uds::Context, ints: Vec<i64>) -> i64;
+    /// Counts up every `every_ms` milliseconds.
     async fn ticks(&self, every_ms: u64) -> uds::ServerStream<u64>;
+    /// The caller's uid.
     async fn whoami(&self, ctx: &uds::Context) -> u32;
+    /// Does nothing.
     async fn reset(&self);
 }
 
@@ -137,26 +144,35 @@ async fn wire_format_is_the_documented_json() {
     ));
 }
 
-mod proto {
+/// A proto service (vectors A10, A11).
+pub mod proto {
+    /// Echo request.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct EchoRequest {
+        /// Payload.
         #[prost(bytes = "bytes", tag = "1")]
         pub data: bytes::Bytes,
     }
 
+    /// Echo reply.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct EchoReply {
+        /// Payload.
         #[prost(bytes = "bytes", tag = "1")]
         pub data: bytes::Bytes,
     }
 
+    /// Echo service.
     #[uds::service(codec = "proto")]
     pub trait Echo {
+        /// Echoes.
         #[uds(name = "/echo")]
         async fn echo(&self, req: EchoRequest) -> EchoReply;
+        /// Pongs.
         async fn ping(&self) -> EchoReply;
     }
 
+    /// The implementation.
     pub struct Imp;
 
     impl Echo for Imp {
