@@ -71,7 +71,10 @@ fn emit_client(item: &ItemTrait, svc: &Service) -> TokenStream {
         impl #client {
             /// A client over an RPC client (sharing its connection).
             #vis fn new(client: #k::rpc::Client) -> Self {
-                Self { client, options: #k::rpc::CallOptions::default() }
+                Self {
+                    client,
+                    options: <#k::rpc::CallOptions as ::core::default::Default>::default(),
+                }
             }
 
             /// A client over a connected socket (for example an end of `uds::net::pair()`).
@@ -108,13 +111,13 @@ fn encode_args(svc: &Service, m: &Method) -> TokenStream {
     let codec = codec_path(svc);
     match (svc.codec, m.args.as_slice()) {
         (_, []) => quote!(#k::__private::Bytes::new()),
-        (_, [(a, _)]) => quote!(#k::__private::encode_arg::<#codec, _>(&#a)?),
+        (_, [(a, t)]) => quote_spanned!(t.span()=> #k::__private::encode_arg::<#codec, #t>(&#a)?),
         (_, many) => {
             let adds = many.iter().map(|(a, _)| {
                 let name = a.to_string();
                 quote!(.arg(#name, &#a)?)
             });
-            quote!(#k::__private::JsonArgs::default() #(#adds)* .finish()?)
+            quote!(#k::__private::JsonArgs::new() #(#adds)* .finish()?)
         }
     }
 }
@@ -133,21 +136,30 @@ fn client_method(svc: &Service, m: &Method) -> TokenStream {
             quote!(::core::result::Result<(), #k::rpc::RpcError>),
             quote! { #call?; ::core::result::Result::Ok(()) },
         ),
-        Ret::Plain(t) => (
-            quote!(::core::result::Result<#t, #k::rpc::RpcError>),
-            quote! { #k::__private::decode_reply::<#codec, #t>(#call?) },
-        ),
-        Ret::Result(t, e) => (
-            quote!(::core::result::Result<#t, #k::CallError<#e>>),
-            quote! { #k::__private::app_reply::<#codec, #t, #e>(#call) },
-        ),
-        Ret::Stream(t) => (
-            quote!(::core::result::Result<#k::ClientStream<#t>, #k::rpc::RpcError>),
-            quote! {
-                let __s = self.client.call_stream(#wire, __data, self.options).await?;
-                ::core::result::Result::Ok(#k::__private::client_stream::<#codec, #t>(__s))
-            },
-        ),
+        Ret::Plain(t) => {
+            let decode = quote_spanned!(t.span()=> #k::__private::decode_reply::<#codec, #t>);
+            (
+                quote!(::core::result::Result<#t, #k::rpc::RpcError>),
+                quote! { #decode(#call?) },
+            )
+        }
+        Ret::Result(t, e) => {
+            let map = quote_spanned!(e.span()=> #k::__private::app_reply::<#codec, #t, #e>);
+            (
+                quote!(::core::result::Result<#t, #k::CallError<#e>>),
+                quote! { #map(#call) },
+            )
+        }
+        Ret::Stream(t) => {
+            let wrap = quote_spanned!(t.span()=> #k::__private::client_stream::<#codec, #t>);
+            (
+                quote!(::core::result::Result<#k::ClientStream<#t>, #k::rpc::RpcError>),
+                quote! {
+                    let __s = self.client.call_stream(#wire, __data, self.options).await?;
+                    ::core::result::Result::Ok(#wrap(__s))
+                },
+            )
+        }
     };
     let wire_doc = format!("Calls `{wire}` on the server.");
     quote! {
@@ -183,7 +195,7 @@ fn emit_server(item: &ItemTrait, svc: &Service) -> TokenStream {
 
         impl<T> ::core::clone::Clone for #server<T> {
             fn clone(&self) -> Self {
-                Self { imp: ::std::sync::Arc::clone(&self.imp) }
+                Self { imp: <::std::sync::Arc<T> as ::core::clone::Clone>::clone(&self.imp) }
             }
         }
 
@@ -228,7 +240,9 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
     let wire = &m.wire_name;
     let decode = match (svc.codec, m.args.as_slice()) {
         (_, []) => quote!(let _ = __data;),
-        (_, [(a, t)]) => quote!(let #a: #t = #k::__private::decode_arg::<#codec, #t>(__data)?;),
+        (_, [(a, t)]) => {
+            quote_spanned!(t.span()=> let #a: #t = #k::__private::decode_arg::<#codec, #t>(__data)?;)
+        }
         (_, many) => {
             let takes = many.iter().map(|(a, t)| {
                 let name = a.to_string();
@@ -248,34 +262,42 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
             quote!(handler),
             quote! { let () = #invoke; ::core::result::Result::Ok(#k::__private::Bytes::new()) },
         ),
-        Ret::Plain(t) => (
-            quote!(handler),
-            quote! { let __out: #t = #invoke; #k::__private::encode_result::<#codec, #t>(&__out) },
-        ),
-        Ret::Result(t, e) => (
-            quote!(handler),
-            quote! {
-                match #invoke {
-                    ::core::result::Result::Ok(__v) => #k::__private::encode_result::<#codec, #t>(&__v),
-                    ::core::result::Result::Err(__e) => {
-                        ::core::result::Result::Err(#k::__private::app_error::<#codec, #e>(&__e))
+        Ret::Plain(t) => {
+            let encode = quote_spanned!(t.span()=> #k::__private::encode_result::<#codec, #t>);
+            (
+                quote!(handler),
+                quote! { let __out: #t = #invoke; #encode(&__out) },
+            )
+        }
+        Ret::Result(t, e) => {
+            let ok = quote_spanned!(t.span()=> #k::__private::encode_result::<#codec, #t>);
+            let err = quote_spanned!(e.span()=> #k::__private::app_error::<#codec, #e>);
+            (
+                quote!(handler),
+                quote! {
+                    match #invoke {
+                        ::core::result::Result::Ok(__v) => #ok(&__v),
+                        ::core::result::Result::Err(__e) => ::core::result::Result::Err(#err(&__e)),
                     }
-                }
-            },
-        ),
-        Ret::Stream(t) => (
-            quote!(streaming),
-            quote! {
-                let __s = #invoke;
-                ::core::result::Result::Ok(#k::__private::encode_stream::<#codec, #t>(__s))
-            },
-        ),
+                },
+            )
+        }
+        Ret::Stream(t) => {
+            let encode = quote_spanned!(t.span()=> #k::__private::encode_stream::<#codec, #t>);
+            (
+                quote!(streaming),
+                quote! {
+                    let __s = #invoke;
+                    ::core::result::Result::Ok(#encode(__s))
+                },
+            )
+        }
     };
     quote! {
         let builder = {
-            let __imp = ::std::sync::Arc::clone(&self.imp);
+            let __imp = <::std::sync::Arc<T> as ::core::clone::Clone>::clone(&self.imp);
             builder.#register(#wire, move |__ctx: #k::rpc::Context, __data: #k::__private::Bytes| {
-                let __imp = ::std::sync::Arc::clone(&__imp);
+                let __imp = <::std::sync::Arc<T> as ::core::clone::Clone>::clone(&__imp);
                 async move {
                     let _ = &__ctx;
                     #decode

@@ -228,6 +228,11 @@ pub mod __private {
 
     #[cfg(feature = "json")]
     impl JsonArgs {
+        /// An empty argument object (client side).
+        pub fn new() -> Self {
+            JsonArgs(serde_json::Map::new())
+        }
+
         /// Adds an argument (client side).
         pub fn arg<T: serde::Serialize + ?Sized>(
             mut self,

@@ -1,0 +1,6 @@
+#[uds::service]
+pub trait Svc {
+    async fn show(&self, value: impl std::fmt::Display) -> String;
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[uds::service]
+pub trait Svc {
+    async fn incr(&mut self) -> u64;
+}
+
+fn main() {}

@@ -1,0 +1,6 @@
+#[uds::service]
+pub trait Svc {
+    async fn version() -> u32;
+}
+
+fn main() {}

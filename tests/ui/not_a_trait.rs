@@ -1,0 +1,4 @@
+#[uds::service]
+pub struct Svc;
+
+fn main() {}

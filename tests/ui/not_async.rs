@@ -1,0 +1,6 @@
+#[uds::service]
+pub trait Svc {
+    fn add(&self, a: i64, b: i64) -> i64;
+}
+
+fn main() {}

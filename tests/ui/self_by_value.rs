@@ -1,0 +1,6 @@
+#[uds::service]
+pub trait Svc {
+    async fn consume(self) -> u64;
+}
+
+fn main() {}
