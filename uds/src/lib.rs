@@ -17,6 +17,7 @@
 //! | [`rpc`] | the multiplexed RPC: [`rpc::Client`], [`rpc::Server`], deadlines, cancellation |
 //! | [`codec`] | JSON (feature `json`) and protobuf (feature `proto`) encoding of values |
 //! | [`stream`] | typed streams of JSON or protobuf values over one connection |
+//! | [`service`](mod@service), [`macro@service`] | `#[uds::service]`: typed clients and servers from a trait |
 //!
 //! # Example
 //!
@@ -93,6 +94,90 @@ mod sys;
 pub use cred::Cred;
 pub use rpc::Context;
 pub use service::{CallError, ClientStream, ServerStream};
+/// Turns a trait into an RPC service: a typed client `{Trait}Client` and a
+/// server `{Trait}Server` for any implementation.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use uds::{CallError, Context, ServerStream};
+/// use futures_util::StreamExt;
+///
+/// #[derive(Debug, serde::Serialize, serde::Deserialize)]
+/// pub enum MathError { DivideByZero }
+///
+/// /// A calculator.
+/// #[uds::service]                     // JSON; `#[uds::service(codec = "proto")]` for prost types
+/// pub trait Calculator {
+///     /// `a + b`.
+///     async fn add(&self, a: i64, b: i64) -> i64;
+///     /// Typed application error, distinct from transport errors.
+///     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError>;
+///     /// A wire name of your choice (to match a Go server), and the context.
+///     #[uds(name = "/math/sum")]
+///     async fn sum(&self, ctx: &Context, ints: Vec<i64>) -> i64;
+///     /// Server streaming, with backpressure.
+///     async fn ticks(&self, n: u64) -> ServerStream<u64>;
+/// }
+///
+/// struct Calc;
+/// impl Calculator for Calc {
+///     async fn add(&self, a: i64, b: i64) -> i64 { a + b }
+///     async fn div(&self, a: i64, b: i64) -> Result<i64, MathError> {
+///         a.checked_div(b).ok_or(MathError::DivideByZero)
+///     }
+///     async fn sum(&self, ctx: &Context, ints: Vec<i64>) -> i64 {
+///         let _caller = ctx.peer().uid; // kernel credentials of the caller
+///         ints.iter().sum()
+///     }
+///     async fn ticks(&self, n: u64) -> ServerStream<u64> { ServerStream::iter(0..n) }
+/// }
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("calc.sock");
+/// let server = CalculatorServer::new(Calc).build()?;
+/// server.serve(uds::net::Listener::bind(&path)?);
+///
+/// let calc = CalculatorClient::connect(&path).await?;
+/// assert_eq!(calc.add(2, 3).await?, 5);
+/// assert!(matches!(calc.div(1, 0).await, Err(CallError::App(MathError::DivideByZero))));
+/// assert_eq!(calc.sum(vec![1, 2, 3]).await?, 6);
+/// let ticks: Vec<u64> = calc.ticks(3).await?.map(|t| t.unwrap()).collect().await;
+/// assert_eq!(ticks, [0, 1, 2]);
+/// # Ok(()) }
+/// ```
+///
+/// # What it accepts
+///
+/// Methods are `async fn` taking `&self`, optionally `ctx: &uds::Context`
+/// first, then arguments by value, and returning `T`, `Result<T, E>` or
+/// `uds::ServerStream<T>` (or nothing). Each mistake is a compile error on
+/// the offending token, all reported in one pass.
+///
+/// - **Wire names** default to `/{Trait}/{method}`; `#[uds(name = "...")]`
+///   sets another.
+/// - **JSON** (default): no argument → empty data; one → its JSON; several →
+///   an object keyed by parameter name. The result is its JSON.
+/// - **Proto** (`codec = "proto"`): at most one `prost::Message` argument and
+///   a `prost::Message` result.
+/// - **`Result<T, E>`**: `Err(e)` reaches the client as
+///   [`CallError::App(e)`](CallError), apart from transport errors
+///   ([`CallError::Rpc`]).
+/// - **`ServerStream<T>`**: the client gets a [`ClientStream<T>`]; a slow
+///   client slows the producer; dropping the stream stops it; the call's
+///   deadline bounds the whole stream.
+/// - `crate = "path"` names the uds crate when it is renamed in
+///   `Cargo.toml`.
+///
+/// # What it generates
+///
+/// - The trait, with each method returning `impl Future + Send` (implement
+///   it with `async fn` as usual).
+/// - `{Trait}Client`: `Clone`; built with `new(rpc::Client)`,
+///   `from_conn(net::Conn)` or `connect(path)` (with the client's socket
+///   checks); one async method per trait method, minus the context.
+/// - `{Trait}Server<T>`: `new(imp)`, `register(ServerBuilder)` to add the
+///   methods to a server with others, `build()` for a server of its own,
+///   `METHODS` with the wire names.
 pub use uds_macros::service;
 
 #[doc(hidden)]
