@@ -153,7 +153,7 @@ async fn host_main() -> Result<(), Box<dyn std::error::Error>> {
     );
     match plugin.transform(String::new()).await {
         Err(uds::CallError::App(e)) => {
-            println!("host: transform of nothing -> application error: {e}")
+            println!("host: transform of nothing -> application error: {e}");
         }
         other => return Err(format!("expected an application error, got {other:?}").into()),
     }
