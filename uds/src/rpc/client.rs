@@ -405,18 +405,25 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        if !self.armed {
-            return;
+        if self.armed {
+            self.inner.abandon(self.id);
         }
-        let was_pending = self.inner.calls.lock().pending.remove(&self.id).is_some();
-        if was_pending && !self.inner.config.go_compatible {
+    }
+}
+
+impl Inner {
+    /// Forgets a call the caller gave up on and, if it was still pending,
+    /// tells the server to stop it (unless Go-compatible).
+    fn abandon(&self, id: u32) {
+        let was_pending = self.calls.lock().pending.remove(&id).is_some();
+        if was_pending && !self.config.go_compatible {
             let cancel = EnvelopeRef {
-                id: self.id,
+                id,
                 cancel: true,
                 ..EnvelopeRef::default()
             };
             // Best effort: if the connection is gone, so is the call.
-            let _ = self.inner.outbox.push_now(&cancel);
+            let _ = self.outbox.push_now(&cancel);
         }
     }
 }
@@ -628,16 +635,7 @@ impl futures_core::Stream for RpcStream {
 impl RpcStream {
     /// Stops waiting for the stream and tells the server to stop it.
     fn cancel(&mut self) {
-        let inner = &self.client.inner;
-        let was_pending = inner.calls.lock().pending.remove(&self.id).is_some();
-        if was_pending && !inner.config.go_compatible {
-            let cancel = EnvelopeRef {
-                id: self.id,
-                cancel: true,
-                ..EnvelopeRef::default()
-            };
-            let _ = inner.outbox.push_now(&cancel);
-        }
+        self.client.inner.abandon(self.id);
     }
 }
 

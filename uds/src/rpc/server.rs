@@ -229,14 +229,17 @@ impl ServerBuilder {
         Fut: Future<Output = Result<S, HandlerError>> + Send + 'static,
         S: futures_core::Stream<Item = Result<Bytes, HandlerError>> + Send + 'static,
     {
-        let method = method.into();
+        self.insert(method.into(), Arc::new(StreamHandler(handler)));
+        self
+    }
+
+    /// Adds a handler, noting a duplicate name for `build` to report.
+    fn insert(&mut self, method: String, handler: Arc<dyn ErasedHandler>) {
         if self.handlers.contains_key(method.as_str()) {
             self.duplicates.push(method);
         } else {
-            self.handlers
-                .insert(method.into_boxed_str(), Arc::new(StreamHandler(handler)));
+            self.handlers.insert(method.into_boxed_str(), handler);
         }
-        self
     }
 
     /// Registers `handler` for `method` (e.g. `"/Calculator/add"`).
@@ -250,13 +253,7 @@ impl ServerBuilder {
         F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
     {
-        let method = method.into();
-        if self.handlers.contains_key(method.as_str()) {
-            self.duplicates.push(method);
-        } else {
-            self.handlers
-                .insert(method.into_boxed_str(), Arc::new(FnHandler(handler)));
-        }
+        self.insert(method.into(), Arc::new(FnHandler(handler)));
         self
     }
 
