@@ -1,1 +1,34 @@
-//! Benchmarks of the `uds` workspace (see the README for how to run them).
+//! The echo benchmark of the Go `uds` package's README, run fairly: every
+//! row echoes the payload back (the Go comparison's gRPC handler replied
+//! with an empty message), all rows run in one process, interleaved round by
+//! round so that machine drift hits them alike.
+//!
+//! Rows:
+//! - `floor`: a minimal length-prefixed echo over a tokio Unix socket, one
+//!   connection per user, buffers reused — what any protocol costs at least;
+//! - `uds-raw`: the uds chunk RPC, no codec, one shared client;
+//! - `uds-service`: a `#[uds::service(codec = "proto")]` client and server,
+//!   `bytes data = 1` request and reply, one shared client;
+//! - `tonic`: gRPC over a Unix socket with the same messages, one shared
+//!   channel, default settings;
+//! - `tonic-tuned`: the same with larger HTTP/2 windows.
+//!
+//! Run `cargo run --release -p uds-benches --bin uds-bench -- --help`.
+
+// Reported figures: float conversions of counts and times lose nothing that matters.
+#![allow(
+    clippy::cast_precision_loss,
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss
+)]
+
+pub mod rows;
+pub mod stats;
+
+/// The benchmark's protobuf message: `bytes data = 1`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct EchoMsg {
+    /// The payload.
+    #[prost(bytes = "bytes", tag = "1")]
+    pub data: bytes::Bytes,
+}
