@@ -77,13 +77,64 @@ async fn handler_errors_and_panics_are_server_errors_and_the_connection_goes_on(
     assert!(!p.is_retryable());
 }
 
+/// A raw peer: sends envelopes, reads replies, never cancels anything.
+struct Raw {
+    wr: tokio::net::unix::OwnedWriteHalf,
+    rd: uds::frame::FrameReader<tokio::net::unix::OwnedReadHalf>,
+}
+
+impl Raw {
+    fn start(server: &Server) -> Raw {
+        let (a, b) = uds::net::pair().unwrap();
+        server.serve_connection(b);
+        let (rd, wr) = a.into_parts().0.into_split();
+        Raw {
+            wr,
+            rd: uds::frame::FrameReader::new(rd),
+        }
+    }
+
+    async fn send(&mut self, e: &uds::rpc::Envelope) {
+        use tokio::io::AsyncWriteExt;
+        let mut body = Vec::new();
+        e.encode(&mut body);
+        let mut out = bytes::BytesMut::new();
+        uds::frame::put_frame(&body, &mut out).unwrap();
+        self.wr.write_all(&out).await.unwrap();
+    }
+
+    async fn recv(&mut self) -> uds::rpc::Envelope {
+        let b = tokio::time::timeout(Duration::from_secs(5), self.rd.read_frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        uds::rpc::Envelope::decode(&b).unwrap()
+    }
+}
+
+fn request(id: u32, method: &str, exp_in: Option<Duration>) -> uds::rpc::Envelope {
+    let mut e = uds::rpc::Envelope::default();
+    e.id = id;
+    e.method = Bytes::copy_from_slice(method.as_bytes());
+    if let Some(d) = exp_in {
+        let at = std::time::SystemTime::now() + d;
+        e.exp_unix_nano =
+            i64::try_from(at.duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()).unwrap();
+    }
+    e
+}
+
 #[tokio::test]
-async fn handler_past_its_deadline_is_dropped_and_answered_with_deadline_exceeded() {
+async fn the_server_cuts_a_handler_at_its_deadline_and_fires_its_token() {
+    // A raw client with no timer of its own: only the server enforces it.
     let dropped = Arc::new(AtomicBool::new(false));
-    let d2 = dropped.clone();
+    let token = Arc::new(std::sync::Mutex::new(None));
+    let (d2, t2) = (dropped.clone(), token.clone());
     let server = Server::builder()
-        .handler("/slow", move |_, _| {
+        .handler("/slow", move |ctx, _| {
             let flag = DropFlag(d2.clone());
+            *t2.lock().unwrap() = Some(ctx.cancellation());
             async move {
                 let _flag = flag;
                 tokio::time::sleep(Duration::from_secs(10)).await;
@@ -92,23 +143,64 @@ async fn handler_past_its_deadline_is_dropped_and_answered_with_deadline_exceede
         })
         .build()
         .unwrap();
-    let client = pair_client(&server);
+    let mut raw = Raw::start(&server);
     let start = Instant::now();
-    let err = client
-        .call_with(
-            "/slow",
-            Bytes::new(),
-            CallOptions::timeout(Duration::from_millis(150)),
-        )
-        .await
-        .unwrap_err();
-    assert!(matches!(err, RpcError::DeadlineExceeded { .. }), "{err:?}");
-    assert!(err.is_retryable());
-    assert!(start.elapsed() < Duration::from_secs(2));
+    raw.send(&request(5, "/slow", Some(Duration::from_millis(150))))
+        .await;
+    let reply = raw.recv().await;
+    assert_eq!(
+        (reply.id, reply.err_type),
+        (5, 2),
+        "deadline exceeded, with the id"
+    );
+    assert!(start.elapsed() >= Duration::from_millis(140));
     eventually("handler dropped at its deadline", || {
         dropped.load(Ordering::SeqCst)
     })
     .await;
+    let token = token.lock().unwrap().clone().expect("handler ran");
+    assert!(
+        token.is_cancelled(),
+        "the cancellation token fires at the deadline"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_frees_its_slots() {
+    let server = Server::builder()
+        .max_calls(2)
+        .write_queue(64 * 1024)
+        .write_stall_timeout(Duration::from_millis(300))
+        .handler(
+            "/big",
+            |_, _| async move { Ok(Bytes::from(vec![1u8; 1 << 20])) },
+        )
+        .handler("/small", |_, req| async move { Ok(req) })
+        .build()
+        .unwrap();
+    // The hog asks for megabytes of replies and never reads them.
+    let mut hog = Raw::start(&server);
+    for id in 1..=8 {
+        hog.send(&request(id, "/big", None)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A well-behaved client gets served once the hog is cut off.
+    let client = pair_client(&server);
+    let start = Instant::now();
+    let r = client
+        .call_with(
+            "/small",
+            "ok".into(),
+            CallOptions::timeout(Duration::from_secs(5)),
+        )
+        .await;
+    assert_eq!(r.unwrap(), "ok");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        start.elapsed()
+    );
+    drop(hog);
 }
 
 #[tokio::test]

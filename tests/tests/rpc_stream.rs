@@ -250,3 +250,35 @@ async fn hostile_credit_grants_do_not_hurt_the_server() {
     }
     assert_eq!(items, 10);
 }
+
+#[tokio::test]
+async fn a_consumer_reset_while_the_stream_waits_for_credit_stops_the_producer() {
+    use tokio::io::AsyncWriteExt;
+    let dropped = Arc::new(AtomicBool::new(false));
+    let server = counting_server(Arc::new(AtomicUsize::new(0)), dropped.clone());
+    let (a, b) = uds::net::pair().unwrap();
+    server.serve_connection(b);
+    let (rd, mut wr) = a.into_parts().0.into_split();
+    let mut req = Envelope::default();
+    req.id = 1;
+    req.method = Bytes::from_static(b"/count");
+    req.data = Bytes::from_static(b"1000000");
+    req.credit = 1;
+    let mut body = Vec::new();
+    req.encode(&mut body);
+    let mut frame = bytes::BytesMut::new();
+    uds::frame::put_frame(&body, &mut frame).unwrap();
+    wr.write_all(&frame).await.unwrap();
+    // One item arrives and is left unread; the stream now waits for credit.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!dropped.load(Ordering::SeqCst));
+    drop((rd, wr)); // close with unread data: the server sees a reset
+    let start = Instant::now();
+    while !dropped.load(Ordering::SeqCst) {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "producer left waiting for credit"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

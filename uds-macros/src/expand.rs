@@ -3,12 +3,18 @@
 //! (`::core`, `::std`, the uds crate path) so it compiles under
 //! `#![no_implicit_prelude]` and with the crate renamed.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{ItemTrait, ReturnType, TraitItem, Type};
 
 use crate::model::{Codec, Method, Ret, Service};
+
+/// A local of the generated code. Mixed-site hygiene: it cannot clash with,
+/// or be shadowed by, a user's parameter of the same name.
+fn local(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
 
 pub(crate) fn expand(item: &ItemTrait, svc: &Service) -> TokenStream {
     let trait_ = emit_trait(item);
@@ -123,6 +129,7 @@ fn encode_args(svc: &Service, m: &Method) -> TokenStream {
 }
 
 fn client_method(svc: &Service, m: &Method) -> TokenStream {
+    let (l_data, l_s) = (local("__data"), local("__s"));
     let k = &svc.krate;
     let codec = codec_path(svc);
     let ident = &m.ident;
@@ -130,7 +137,7 @@ fn client_method(svc: &Service, m: &Method) -> TokenStream {
     let docs = &m.docs;
     let params = m.args.iter().map(|(a, t)| quote!(#a: #t));
     let data = encode_args(svc, m);
-    let call = quote!(self.client.call_with(#wire, __data, self.options).await);
+    let call = quote!(self.client.call_with(#wire, #l_data, self.options).await);
     let (ret, body) = match &m.ret {
         Ret::Unit => (
             quote!(::core::result::Result<(), #k::rpc::RpcError>),
@@ -155,8 +162,8 @@ fn client_method(svc: &Service, m: &Method) -> TokenStream {
             (
                 quote!(::core::result::Result<#k::ClientStream<#t>, #k::rpc::RpcError>),
                 quote! {
-                    let __s = self.client.call_stream(#wire, __data, self.options).await?;
-                    ::core::result::Result::Ok(#wrap(__s))
+                    let #l_s = self.client.call_stream(#wire, #l_data, self.options).await?;
+                    ::core::result::Result::Ok(#wrap(#l_s))
                 },
             )
         }
@@ -167,13 +174,14 @@ fn client_method(svc: &Service, m: &Method) -> TokenStream {
         #[doc = ""]
         #[doc = #wire_doc]
         pub async fn #ident(&self, #(#params),*) -> #ret {
-            let __data = #data;
+            let #l_data = #data;
             #body
         }
     }
 }
 
 fn emit_server(item: &ItemTrait, svc: &Service) -> TokenStream {
+    let ty = local("__UdsImpl");
     let k = &svc.krate;
     let vis = &item.vis;
     let trait_ident = &item.ident;
@@ -189,33 +197,33 @@ fn emit_server(item: &ItemTrait, svc: &Service) -> TokenStream {
     let names = svc.methods.iter().map(|m| &m.wire_name);
     quote! {
         #[doc = #doc]
-        #vis struct #server<T> {
-            imp: ::std::sync::Arc<T>,
+        #vis struct #server<#ty> {
+            imp: ::std::sync::Arc<#ty>,
         }
 
-        impl<T> ::core::clone::Clone for #server<T> {
+        impl<#ty> ::core::clone::Clone for #server<#ty> {
             fn clone(&self) -> Self {
-                Self { imp: <::std::sync::Arc<T> as ::core::clone::Clone>::clone(&self.imp) }
+                Self { imp: <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&self.imp) }
             }
         }
 
-        impl<T> ::core::fmt::Debug for #server<T> {
+        impl<#ty> ::core::fmt::Debug for #server<#ty> {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 f.debug_struct(::core::stringify!(#server)).finish_non_exhaustive()
             }
         }
 
-        impl<T: #trait_ident + ::core::marker::Send + ::core::marker::Sync + 'static> #server<T> {
+        impl<#ty: #trait_ident + ::core::marker::Send + ::core::marker::Sync + 'static> #server<#ty> {
             /// The wire names of the service's methods.
             #vis const METHODS: &'static [&'static str] = &[#(#names),*];
 
             /// Serves `imp`.
-            #vis fn new(imp: T) -> Self {
+            #vis fn new(imp: #ty) -> Self {
                 Self { imp: ::std::sync::Arc::new(imp) }
             }
 
             /// Serves a shared `imp`.
-            #vis fn from_arc(imp: ::std::sync::Arc<T>) -> Self {
+            #vis fn from_arc(imp: ::std::sync::Arc<#ty>) -> Self {
                 Self { imp }
             }
 
@@ -234,29 +242,37 @@ fn emit_server(item: &ItemTrait, svc: &Service) -> TokenStream {
 }
 
 fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> TokenStream {
+    let ty = local("__UdsImpl");
+    let (l_data, l_args, l_imp, l_ctx) = (
+        local("__data"),
+        local("__args"),
+        local("__imp"),
+        local("__ctx"),
+    );
+    let (l_out, l_v, l_e, l_s) = (local("__out"), local("__v"), local("__e"), local("__s"));
     let k = &svc.krate;
     let codec = codec_path(svc);
     let ident = &m.ident;
     let wire = &m.wire_name;
     let decode = match (svc.codec, m.args.as_slice()) {
-        (_, []) => quote!(let _ = __data;),
+        (_, []) => quote!(let _ = #l_data;),
         (_, [(a, t)]) => {
-            quote_spanned!(t.span()=> let #a: #t = #k::__private::decode_arg::<#codec, #t>(__data)?;)
+            quote_spanned!(t.span()=> let #a: #t = #k::__private::decode_arg::<#codec, #t>(#l_data)?;)
         }
         (_, many) => {
             let takes = many.iter().map(|(a, t)| {
                 let name = a.to_string();
-                quote!(let #a: #t = __args.take(#name)?;)
+                quote!(let #a: #t = #l_args.take(#name)?;)
             });
             quote! {
-                let mut __args = #k::__private::JsonArgs::parse(&__data)?;
+                let mut #l_args = #k::__private::JsonArgs::parse(&#l_data)?;
                 #(#takes)*
             }
         }
     };
-    let ctx_arg = m.has_ctx.then(|| quote!(&__ctx,));
+    let ctx_arg = m.has_ctx.then(|| quote!(&#l_ctx,));
     let args = m.args.iter().map(|(a, _)| a);
-    let invoke = quote!(<T as #trait_ident>::#ident(&*__imp, #ctx_arg #(#args),*).await);
+    let invoke = quote!(<#ty as #trait_ident>::#ident(&*#l_imp, #ctx_arg #(#args),*).await);
     let (register, result) = match &m.ret {
         Ret::Unit => (
             quote!(handler),
@@ -266,7 +282,7 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
             let encode = quote_spanned!(t.span()=> #k::__private::encode_result::<#codec, #t>);
             (
                 quote!(handler),
-                quote! { let __out: #t = #invoke; #encode(&__out) },
+                quote! { let #l_out: #t = #invoke; #encode(&#l_out) },
             )
         }
         Ret::Result(t, e) => {
@@ -276,8 +292,8 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
                 quote!(handler),
                 quote! {
                     match #invoke {
-                        ::core::result::Result::Ok(__v) => #ok(&__v),
-                        ::core::result::Result::Err(__e) => ::core::result::Result::Err(#err(&__e)),
+                        ::core::result::Result::Ok(#l_v) => #ok(&#l_v),
+                        ::core::result::Result::Err(#l_e) => ::core::result::Result::Err(#err(&#l_e)),
                     }
                 },
             )
@@ -287,19 +303,19 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
             (
                 quote!(streaming),
                 quote! {
-                    let __s = #invoke;
-                    ::core::result::Result::Ok(#encode(__s))
+                    let #l_s = #invoke;
+                    ::core::result::Result::Ok(#encode(#l_s))
                 },
             )
         }
     };
     quote! {
         let builder = {
-            let __imp = <::std::sync::Arc<T> as ::core::clone::Clone>::clone(&self.imp);
-            builder.#register(#wire, move |__ctx: #k::rpc::Context, __data: #k::__private::Bytes| {
-                let __imp = <::std::sync::Arc<T> as ::core::clone::Clone>::clone(&__imp);
+            let #l_imp = <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&self.imp);
+            builder.#register(#wire, move |#l_ctx: #k::rpc::Context, #l_data: #k::__private::Bytes| {
+                let #l_imp = <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&#l_imp);
                 async move {
-                    let _ = &__ctx;
+                    let _ = &#l_ctx;
                     #decode
                     #result
                 }

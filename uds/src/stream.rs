@@ -38,6 +38,11 @@ use crate::net::Conn;
 /// close handshake: 10 s.
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most bytes of messages [`ProtoStream::close`] keeps for its caller while
+/// the peer finishes: 16 MiB. A peer that sends more without closing is a
+/// protocol error rather than unbounded memory.
+pub const MAX_CLOSE_BACKLOG: usize = 16 * 1024 * 1024;
+
 /// Errors of the stream layer.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -212,6 +217,10 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
 
     /// Receives the next message; `None` once the peer has closed its side
     /// (its close is acknowledged at once).
+    ///
+    /// Not cancel safe across the peer's close: a `recv` dropped while it
+    /// writes the acknowledgement leaves the stream unusable (later calls
+    /// fail rather than corrupt the framing).
     pub async fn recv(&mut self) -> Result<Option<R>, StreamError> {
         if self.got_close {
             return Ok(None);
@@ -228,7 +237,8 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
 
     /// Closes the stream: sends close, acknowledges the peer's close, and
     /// waits until both have happened. Messages the peer sent meanwhile are
-    /// returned, not dropped. The connection is then shut down.
+    /// returned, not dropped (up to [`MAX_CLOSE_BACKLOG`] bytes; more is a
+    /// protocol error). The connection is then shut down.
     pub async fn close(mut self) -> Result<Vec<R>, StreamError> {
         let limit = self.close_timeout;
         let mut rest = Vec::new();
@@ -237,9 +247,18 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
                 self.writer.write_frame(&[TYPE_CLOSE]).await?;
                 self.sent_close = true;
             }
+            let mut backlog = 0usize;
             while !(self.got_close && self.got_ack) {
                 match self.next_frame().await? {
-                    Event::Data(msg) => rest.push(msg),
+                    Event::Data(msg) => {
+                        backlog += msg.encoded_len();
+                        if backlog > MAX_CLOSE_BACKLOG {
+                            return Err(StreamError::Protocol(
+                                "the peer kept sending after our close".into(),
+                            ));
+                        }
+                        rest.push(msg);
+                    }
                     Event::Closed | Event::Acked => {}
                     // A peer that acked and hung up (the Go client does, S8)
                     // or closed without acking (the Go defect) is done too.
@@ -271,8 +290,9 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
             }
             Some(&TYPE_CLOSE) => {
                 if !self.got_close {
-                    self.got_close = true;
+                    // Ack first: the close counts as seen only once answered.
                     self.writer.write_frame(&[TYPE_CLOSE_ACK]).await?;
+                    self.got_close = true;
                 }
                 Ok(Event::Closed)
             }

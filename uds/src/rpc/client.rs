@@ -14,13 +14,17 @@ use tokio::time::Instant;
 
 use super::envelope::{Envelope, EnvelopeRef};
 use super::error::RpcError;
-use super::outbox::Outbox;
+use super::outbox::{DEFAULT_WRITE_STALL, Outbox};
 use crate::cred::Cred;
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameReader};
 use crate::net::{Conn, NetError};
 
 /// Default time a call may take when none is given: 30 s.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Longest timeout honoured; longer ones (e.g. `Duration::MAX` for "no
+/// timeout") are cut to this, about 95 years.
+const MAX_TIMEOUT: Duration = Duration::from_secs(3_000_000_000);
 
 /// Default bytes of frames queued for writing before callers wait: 4 MiB.
 pub const DEFAULT_WRITE_QUEUE: usize = 4 * 1024 * 1024;
@@ -89,7 +93,7 @@ impl ClientBuilder {
     pub fn build(self, conn: Conn) -> Client {
         let (stream, peer) = conn.into_parts();
         let (rd, wr) = stream.into_split();
-        let outbox = Arc::new(Outbox::new(self.write_queue));
+        let outbox = Arc::new(Outbox::new(self.write_queue, DEFAULT_WRITE_STALL));
         let calls = Arc::new(CallTable::default());
         let writer = tokio::spawn({
             let outbox = outbox.clone();
@@ -282,7 +286,10 @@ impl Client {
         opts: CallOptions,
     ) -> Result<Bytes, RpcError> {
         let inner = &*self.inner;
-        let timeout = opts.timeout.unwrap_or(inner.config.timeout);
+        let timeout = opts
+            .timeout
+            .unwrap_or(inner.config.timeout)
+            .min(MAX_TIMEOUT);
         let local_deadline = Instant::now() + timeout;
         let exp_unix_nano = unix_nanos_after(timeout);
         let env = EnvelopeRef {
@@ -291,7 +298,7 @@ impl Client {
             data: &data,
             ..EnvelopeRef::default()
         };
-        let len = env.encoded_len() + 1; // at least the id byte
+        let len = env.encoded_len() + 6; // the id field: tag + up to 5 bytes
         if len > inner.config.max_frame_len {
             return Err(RpcError::FrameTooLarge {
                 len,
@@ -342,7 +349,10 @@ impl Client {
         opts: CallOptions,
     ) -> Result<RpcStream, RpcError> {
         let inner = &*self.inner;
-        let timeout = opts.timeout.unwrap_or(inner.config.timeout);
+        let timeout = opts
+            .timeout
+            .unwrap_or(inner.config.timeout)
+            .min(MAX_TIMEOUT);
         let window = super::DEFAULT_STREAM_WINDOW;
         let (tx, rx) = mpsc::channel(window as usize + 2);
         let id = self.register(Waiter::Stream(tx))?;
@@ -436,7 +446,9 @@ fn deadline_error(timeout: Duration) -> RpcError {
 
 /// Unix time in nanoseconds `after` from now, saturating.
 pub(crate) fn unix_nanos_after(after: Duration) -> i64 {
-    let at = SystemTime::now() + after;
+    let Some(at) = SystemTime::now().checked_add(after) else {
+        return i64::MAX;
+    };
     at.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(1, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
 }

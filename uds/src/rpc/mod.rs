@@ -54,6 +54,7 @@ pub use client::{
 pub use context::Context;
 pub use envelope::{Envelope, EnvelopeError, field};
 pub use error::{ErrorCode, HandlerError, RpcError};
+pub use outbox::DEFAULT_WRITE_STALL;
 pub use server::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CALLS, DEFAULT_MAX_CALLS_PER_CONNECTION,
     DEFAULT_STREAM_WINDOW, Server, ServerBuilder, ShutdownReport,

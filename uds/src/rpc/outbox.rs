@@ -13,6 +13,7 @@
 
 use std::io::{self, IoSlice};
 use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
@@ -62,16 +63,32 @@ pub(crate) struct Outbox {
     wake_writer: Notify,
     space: Notify,
     high_water: usize,
+    /// How long a write may make no progress (and a frame wait for queue
+    /// space) before the peer is taken to have stopped reading.
+    stall: Duration,
+    /// Fired when the outbox breaks: waiters on other signals can stop.
+    broken: tokio_util::sync::CancellationToken,
 }
 
+/// Default time a connection's writes may make no progress before the peer
+/// is taken to have stopped reading and the connection is broken: 30 s.
+pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(30);
+
 impl Outbox {
-    pub(crate) fn new(high_water: usize) -> Self {
+    pub(crate) fn new(high_water: usize, stall: Duration) -> Self {
         Outbox {
             queue: Mutex::new(Queue::default()),
             wake_writer: Notify::new(),
             space: Notify::new(),
             high_water,
+            stall,
+            broken: tokio_util::sync::CancellationToken::new(),
         }
+    }
+
+    /// Completes once the outbox is broken (the connection is unusable).
+    pub(crate) async fn broken(&self) {
+        self.broken.cancelled().await;
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -123,7 +140,8 @@ impl Outbox {
 
     /// Queues a frame, waiting while the queue is over its high-water mark.
     /// Pass `data` as `Some` when `env.data` is that `Bytes`, so large
-    /// payloads are not copied.
+    /// payloads are not copied. If no room appears within the stall time,
+    /// the peer has stopped reading: the outbox breaks and this fails.
     pub(crate) async fn push(
         &self,
         env: &EnvelopeRef<'_>,
@@ -136,7 +154,9 @@ impl Outbox {
             if self.try_push(env, data, false)? {
                 return Ok(());
             }
-            space.await;
+            if tokio::time::timeout(self.stall, space).await.is_err() {
+                self.break_with("the peer stopped reading (write queue full)");
+            }
         }
     }
 
@@ -161,6 +181,7 @@ impl Outbox {
             q.closed = Some(Closed::Broken(why.to_owned()));
         }
         drop(q);
+        self.broken.cancel();
         self.wake_writer.notify_one();
         self.space.notify_waiters();
     }
@@ -193,13 +214,17 @@ impl Outbox {
                     continue;
                 }
                 Next::Finish => {
-                    let _ = w.shutdown().await;
+                    let _ = tokio::time::timeout(self.stall, w.shutdown()).await;
                     return;
                 }
                 Next::Stop => return,
             }
             self.space.notify_waiters();
-            if let Err(e) = write_segments(&mut w, &small, &big).await {
+            let written = tokio::select! {
+                r = write_segments(&mut w, &small, &big, self.stall) => r,
+                () = self.broken.cancelled() => return,
+            };
+            if let Err(e) = written {
                 tracing::debug!(%e, "rpc connection write failed");
                 self.break_with(&e.to_string());
                 return;
@@ -223,6 +248,7 @@ async fn write_segments<W: AsyncWrite + Unpin>(
     w: &mut W,
     small: &[u8],
     big: &[(usize, Bytes)],
+    stall: Duration,
 ) -> io::Result<()> {
     // Segment i: even = a piece of `small`, odd = a big payload.
     let seg = |i: usize| -> &[u8] {
@@ -253,7 +279,14 @@ async fn write_segments<W: AsyncWrite + Unpin>(
         if n_iov == 0 {
             break;
         }
-        let mut n = w.write_vectored(&iov[..n_iov]).await?;
+        let mut n = tokio::time::timeout(stall, w.write_vectored(&iov[..n_iov]))
+            .await
+            .map_err(|_| {
+                io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no write progress for {stall:?}: the peer stopped reading"),
+                )
+            })??;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }

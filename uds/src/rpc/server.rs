@@ -99,7 +99,13 @@ where
         return Err(HandlerError::server("stream without flow control"));
     };
     loop {
-        match credits.acquire().await {
+        let credit = tokio::select! {
+            c = credits.acquire() => c,
+            () = call.conn.outbox.broken() => {
+                return Err(HandlerError::server("connection closed"));
+            }
+        };
+        match credit {
             Ok(permit) => permit.forget(),
             Err(_) => return Err(HandlerError::server("stream closed")),
         }
@@ -181,6 +187,7 @@ struct Config {
     frame_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
     write_queue: usize,
+    write_stall: Duration,
     default_timeout: Option<Duration>,
 }
 
@@ -193,6 +200,7 @@ impl Default for Config {
             frame_timeout: FrameConfig::default().frame_timeout,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             write_queue: super::client::DEFAULT_WRITE_QUEUE,
+            write_stall: super::outbox::DEFAULT_WRITE_STALL,
             default_timeout: None,
         }
     }
@@ -299,6 +307,15 @@ impl ServerBuilder {
         self
     }
 
+    /// How long replies may wait for a client that does not read them
+    /// (default [`DEFAULT_WRITE_STALL`](super::DEFAULT_WRITE_STALL), 30 s):
+    /// then the connection is closed and its calls are cancelled, so a
+    /// client that stops reading cannot hold call slots forever.
+    pub fn write_stall_timeout(mut self, t: Duration) -> Self {
+        self.config.write_stall = t;
+        self
+    }
+
     /// Deadline for calls that arrive without one (`exp_unix_nano` 0).
     /// Default: none.
     pub fn default_timeout(mut self, t: Option<Duration>) -> Self {
@@ -316,9 +333,13 @@ impl ServerBuilder {
                 ),
             });
         }
-        if self.config.max_calls == 0 || self.config.max_calls_per_conn == 0 {
+        let limits = [self.config.max_calls, self.config.max_calls_per_conn];
+        if limits.iter().any(|&n| n == 0 || n > Semaphore::MAX_PERMITS) {
             return Err(RpcError::Config {
-                message: "call limits must be at least 1".into(),
+                message: format!(
+                    "call limits must be between 1 and {}",
+                    Semaphore::MAX_PERMITS
+                ),
             });
         }
         let shared = Arc::new(Shared {
@@ -690,13 +711,19 @@ impl CallGuard {
 
 impl Drop for CallGuard {
     fn drop(&mut self) {
-        let now_idle = {
+        let (now_idle, token) = {
             let mut t = self.conn.lock();
+            let mut token = None;
             if t.calls.get(&self.id).is_some_and(|e| e.seq == self.seq) {
-                t.calls.remove(&self.id);
+                token = t.calls.remove(&self.id).and_then(|e| e.token);
             }
-            t.calls.is_empty()
+            (t.calls.is_empty(), token)
         };
+        // The call is over (finished, past its deadline, or dropped): work
+        // watching its token stops too.
+        if let Some(token) = token {
+            token.cancel();
+        }
         if now_idle {
             self.conn.drained.notify_waiters();
         }
@@ -708,7 +735,7 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
     let peer = Arc::new(peer);
     let (rd, wr) = stream.into_split();
     let state = Arc::new(ConnState {
-        outbox: Outbox::new(shared.config.write_queue),
+        outbox: Outbox::new(shared.config.write_queue, shared.config.write_stall),
         inflight: Mutex::new(InFlightTable::default()),
         drained: Notify::new(),
         max_frame_len: shared.config.max_frame_len,
@@ -725,7 +752,9 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
         },
     );
     let conn_permits = Arc::new(Semaphore::new(shared.config.max_calls_per_conn));
+    // How the reading ended decides what happens to calls in flight.
     let mut eof = false;
+    let mut broken = false;
     loop {
         let frame = tokio::select! {
             biased;
@@ -744,10 +773,12 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
             }
             Err(FrameError::Io(e)) => {
                 tracing::debug!(peer = %peer, %e, "connection read failed");
+                broken = true;
                 break;
             }
             Err(e) => {
                 tracing::warn!(peer = %peer, %e, "closing connection: bad framing");
+                broken = true;
                 break;
             }
         };
@@ -759,23 +790,26 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
             break;
         }
     }
-    // The peer closed both directions (not just its writing side): nobody
-    // will read replies, so stop the calls now.
-    if eof && peer_fully_closed(&reader).await {
-        shared
-            .aborted
-            .fetch_add(state.cancel_all(), Ordering::Relaxed);
+    // A broken connection, or a peer that closed both directions (not just
+    // its writing side): nobody will read replies, so stop the calls now.
+    if broken || (eof && peer_fully_closed(&reader).await) {
+        state.outbox.break_with("the connection ended");
+        state.cancel_all();
     }
     tokio::select! {
         () = state.wait_drained() => {}
+        () = state.outbox.broken() => {
+            state.cancel_all();
+        }
         () = shared.hard_stop.cancelled() => {
             shared.aborted.fetch_add(state.cancel_all(), Ordering::Relaxed);
         }
     }
     state.outbox.finish();
+    let mut writer = writer;
     tokio::select! {
-        _ = writer => {}
-        () = shared.hard_stop.cancelled() => {}
+        _ = &mut writer => {}
+        () = shared.hard_stop.cancelled() => writer.abort(),
     }
 }
 
@@ -819,7 +853,6 @@ async fn handle_frame(
     };
     if env.cancel {
         if state.cancel(env.id) {
-            shared.aborted.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(id = env.id, "call cancelled by the client");
         }
         return;
@@ -931,7 +964,7 @@ fn route<'s>(
 /// The local deadline for a call's `exp_unix_nano`: `Err` if it has passed.
 fn deadline_of(exp_unix_nano: i64, default: Option<Duration>) -> Result<Option<Instant>, ()> {
     if exp_unix_nano == 0 {
-        return Ok(default.map(|t| Instant::now() + t));
+        return Ok(default.and_then(|t| Instant::now().checked_add(t)));
     }
     let now = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
