@@ -248,7 +248,7 @@ async fn write_segments<W: AsyncWrite + Unpin>(
     w: &mut W,
     small: &[u8],
     big: &[(usize, Bytes)],
-    stall: Duration,
+    no_progress_limit: Duration,
 ) -> io::Result<()> {
     // Segment i: even = a piece of `small`, odd = a big payload.
     let seg = |i: usize| -> &[u8] {
@@ -279,12 +279,14 @@ async fn write_segments<W: AsyncWrite + Unpin>(
         if n_iov == 0 {
             break;
         }
-        let mut n = tokio::time::timeout(stall, w.write_vectored(&iov[..n_iov]))
+        let mut n = tokio::time::timeout(no_progress_limit, w.write_vectored(&iov[..n_iov]))
             .await
             .map_err(|_| {
                 io::Error::new(
                     io::ErrorKind::TimedOut,
-                    format!("no write progress for {stall:?}: the peer stopped reading"),
+                    format!(
+                        "no write progress for {no_progress_limit:?}: the peer stopped reading"
+                    ),
                 )
             })??;
         if n == 0 {
