@@ -282,3 +282,59 @@ async fn a_consumer_reset_while_the_stream_waits_for_credit_stops_the_producer()
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
+
+#[tokio::test]
+async fn at_the_call_limit_credit_and_cancels_still_get_through() {
+    let produced = Arc::new(AtomicUsize::new(0));
+    let server = Server::builder()
+        .max_calls_per_connection(2)
+        .streaming("/count", {
+            let produced = produced.clone();
+            move |_, req| {
+                let produced = produced.clone();
+                async move {
+                    let n: usize = std::str::from_utf8(&req).unwrap().parse().unwrap();
+                    Ok(futures_util::stream::iter(0..n).map(move |i| {
+                        produced.fetch_add(1, Ordering::SeqCst);
+                        Ok::<_, HandlerError>(Bytes::from(i.to_string()))
+                    }))
+                }
+            }
+        })
+        .handler("/echo", |_, req| async move { Ok(req) })
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    // Two streams take both slots and stall on credit.
+    let s1 = client
+        .call_stream("/count", "100".into(), CallOptions::default())
+        .await
+        .unwrap();
+    let s2 = client
+        .call_stream("/count", "100".into(), CallOptions::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // A third call waits for a slot; a fourth is abandoned while waiting.
+    let c = client.clone();
+    let third = tokio::spawn(async move { c.call("/echo", "third").await });
+    let abandoned =
+        tokio::time::timeout(Duration::from_millis(50), client.call("/echo", "gone")).await;
+    assert!(abandoned.is_err(), "no slot yet");
+    // Consuming the streams grants credit: the server must still read it.
+    let drain = |mut s: uds::rpc::RpcStream| async move {
+        let mut n = 0;
+        while let Some(item) = s.next().await {
+            item.unwrap();
+            n += 1;
+        }
+        n
+    };
+    let (n1, n2) = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(drain(s1), drain(s2))
+    })
+    .await
+    .expect("streams finish: credit is read while calls wait for slots");
+    assert_eq!((n1, n2), (100, 100));
+    assert_eq!(third.await.unwrap().unwrap(), "third");
+}

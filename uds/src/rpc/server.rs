@@ -1,7 +1,7 @@
 //! The RPC server: dispatch by method name, deadlines, cancellation, bounds,
 //! graceful shutdown.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,9 +25,11 @@ use crate::cred::Cred;
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameError, FrameReader};
 use crate::net::{Conn, Listener};
 
-/// Default most calls running at once on one connection: 128. When reached,
-/// the server stops reading that connection until a call finishes
-/// (backpressure; the client's writes then wait).
+/// Default most calls running at once on one connection: 128. Further
+/// requests wait in a queue (at least 64 of them, at most 16 MiB) while the
+/// connection goes on being read for cancellations and stream credit; when
+/// that queue is full too, the server stops reading the connection until a
+/// call finishes (backpressure; the client's writes then wait).
 pub const DEFAULT_MAX_CALLS_PER_CONNECTION: usize = 128;
 /// Default most calls running at once in the whole server: 1024. Same
 /// behaviour when reached.
@@ -266,8 +268,8 @@ impl ServerBuilder {
     }
 
     /// Most calls in flight per connection (default
-    /// [`DEFAULT_MAX_CALLS_PER_CONNECTION`]). At the limit the server stops
-    /// reading that connection until a call finishes.
+    /// [`DEFAULT_MAX_CALLS_PER_CONNECTION`]). Beyond it requests wait, in a
+    /// bounded queue, for a call to finish; see the constant's docs.
     pub fn max_calls_per_connection(mut self, n: usize) -> Self {
         self.config.max_calls_per_conn = n;
         self
@@ -752,6 +754,11 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
         },
     );
     let conn_permits = Arc::new(Semaphore::new(shared.config.max_calls_per_conn));
+    // Requests read but waiting for a call slot. The reader never waits for a
+    // slot itself, so cancellations and stream credit keep being read at the
+    // limit; only when this queue is full too does it stop reading.
+    let mut parked: VecDeque<Parked> = VecDeque::new();
+    let park_limit = shared.config.max_calls_per_conn.max(MIN_PARKED);
     // How the reading ended decides what happens to calls in flight.
     let mut eof = false;
     let mut broken = false;
@@ -759,11 +766,18 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
         let frame = tokio::select! {
             biased;
             () = shared.stop_accepting.cancelled() => break,
-            () = idle(&state, shared.config.idle_timeout) => {
+            slots = acquire_slots(&conn_permits, &shared.calls), if !parked.is_empty() => {
+                if let (Some(slots), Some(call)) = (slots, parked.pop_front()) {
+                    start_call(&state, &peer, call, slots).await;
+                }
+                continue;
+            }
+            () = idle(&state, shared.config.idle_timeout), if parked.is_empty() => {
                 tracing::debug!(peer = %peer, "closing idle connection");
                 break;
             }
-            f = reader.read_frame() => f,
+            f = reader.read_frame(), if parked.len() < park_limit
+                && parked_bytes(&parked) < MAX_PARKED_BYTES => f,
         };
         let body = match frame {
             Ok(Some(body)) => body,
@@ -784,10 +798,17 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
         };
         let keep_going = tokio::select! {
             () = shared.stop_accepting.cancelled() => false,
-            () = handle_frame(&shared, &state, &peer, &conn_permits, body) => true,
+            () = handle_frame(&shared, &state, &peer, &conn_permits, &mut parked, body) => true,
         };
         if !keep_going {
             break;
+        }
+    }
+    // Requests that never got a slot are answered, with their ids.
+    if !broken {
+        for call in parked.drain(..) {
+            let e = HandlerError::server("the server is shutting down; the call did not start");
+            state.reply(call.env.id, Err(e)).await;
         }
     }
     // A broken connection, or a peer that closed both directions (not just
@@ -833,11 +854,45 @@ async fn idle(state: &ConnState, timeout: Option<Duration>) {
     tokio::time::sleep(timeout).await;
 }
 
+/// Requests that may wait for a call slot per connection, at least.
+const MIN_PARKED: usize = 64;
+/// Bytes of requests that may wait for a call slot per connection.
+const MAX_PARKED_BYTES: usize = 16 * 1024 * 1024;
+
+fn parked_bytes(parked: &VecDeque<Parked>) -> usize {
+    parked.iter().map(|p| p.env.data.len()).sum()
+}
+
+/// A request read but not yet started.
+struct Parked {
+    env: Envelope,
+    handler: Arc<dyn ErasedHandler>,
+    deadline: Option<Instant>,
+}
+
+type Slots = (OwnedSemaphorePermit, OwnedSemaphorePermit);
+
+/// A per-connection and a server-wide call slot, if both are free now.
+fn try_slots(conn: &Arc<Semaphore>, server: &Arc<Semaphore>) -> Option<Slots> {
+    let p1 = conn.clone().try_acquire_owned().ok()?;
+    let p2 = server.clone().try_acquire_owned().ok()?;
+    Some((p1, p2))
+}
+
+/// Waits for both slots. Dropped midway (another event won the select),
+/// it releases whatever it had.
+async fn acquire_slots(conn: &Arc<Semaphore>, server: &Arc<Semaphore>) -> Option<Slots> {
+    let p1 = conn.clone().acquire_owned().await.ok()?;
+    let p2 = server.clone().acquire_owned().await.ok()?;
+    Some((p1, p2))
+}
+
 async fn handle_frame(
     shared: &Arc<Shared>,
     state: &Arc<ConnState>,
     peer: &Arc<Cred>,
     conn_permits: &Arc<Semaphore>,
+    parked: &mut VecDeque<Parked>,
     body: Bytes,
 ) {
     let env = match Envelope::decode(&body) {
@@ -854,6 +909,12 @@ async fn handle_frame(
     if env.cancel {
         if state.cancel(env.id) {
             tracing::debug!(id = env.id, "call cancelled by the client");
+        } else if let Some(i) = parked.iter().position(|p| p.env.id == env.id) {
+            parked.remove(i);
+            tracing::debug!(
+                id = env.id,
+                "call cancelled by the client before it started"
+            );
         }
         return;
     }
@@ -869,20 +930,48 @@ async fn handle_frame(
     }
     let id = env.id;
     let (handler, deadline) = match route(shared, &env) {
-        Ok(found) => found,
+        Ok((handler, deadline)) => (handler.clone(), deadline),
         Err(refusal) => {
             state.reply(id, Err(refusal)).await;
             return;
         }
     };
-    // Bounds: wait for a slot (per connection, then server-wide). While
-    // waiting, this connection is not read: backpressure, not buffering.
-    let (Ok(p1), Ok(p2)) = (
-        conn_permits.clone().acquire_owned().await,
-        shared.calls.clone().acquire_owned().await,
-    ) else {
-        return; // semaphores are never closed
+    if state.lock().calls.contains_key(&id) || parked.iter().any(|p| p.env.id == id) {
+        let e = HandlerError::bad_data(format!("call id {id} is already in flight"));
+        state.reply(id, Err(e)).await;
+        return;
+    }
+    let call = Parked {
+        env,
+        handler,
+        deadline,
     };
+    // Start at once if a slot is free and nobody is queued ahead.
+    if parked.is_empty()
+        && let Some(slots) = try_slots(conn_permits, &shared.calls)
+    {
+        start_call(state, peer, call, slots).await;
+        return;
+    }
+    parked.push_back(call);
+}
+
+/// Runs a call in its own task, holding its slots until it ends.
+async fn start_call(state: &Arc<ConnState>, peer: &Arc<Cred>, call: Parked, slots: Slots) {
+    let Parked {
+        env,
+        handler,
+        deadline,
+    } = call;
+    let id = env.id;
+    if deadline.is_some_and(|d| d <= Instant::now()) {
+        let e = HandlerError::with_code(
+            ErrorCode::DeadlineExceeded,
+            "the call's deadline passed while it waited for a slot",
+        );
+        state.reply(id, Err(e)).await;
+        return;
+    }
     let credits = handler.streaming().then(|| {
         let window = if env.credit == 0 {
             DEFAULT_STREAM_WINDOW
@@ -893,27 +982,18 @@ async fn handle_frame(
     });
     let seq = {
         let mut t = state.lock();
-        if t.calls.contains_key(&id) {
-            None
-        } else {
-            t.seq += 1;
-            let seq = t.seq;
-            t.calls.insert(
-                id,
-                InFlight {
-                    seq,
-                    abort: None,
-                    token: None,
-                    credits: credits.clone(),
-                },
-            );
-            Some(seq)
-        }
-    };
-    let Some(seq) = seq else {
-        let e = HandlerError::bad_data(format!("call id {id} is already in flight"));
-        state.reply(id, Err(e)).await;
-        return;
+        t.seq += 1;
+        let seq = t.seq;
+        t.calls.insert(
+            id,
+            InFlight {
+                seq,
+                abort: None,
+                token: None,
+                credits: credits.clone(),
+            },
+        );
+        seq
     };
     let ctx = Context {
         peer: peer.clone(),
@@ -927,7 +1007,7 @@ async fn handle_frame(
         seq,
         deadline,
         credits,
-        _permits: (p1, p2),
+        _permits: slots,
     };
     let abort = handler.spawn(ctx, env.data, guard);
     if let Some(entry) = state.lock().calls.get_mut(&id)
