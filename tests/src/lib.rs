@@ -79,6 +79,15 @@ pub fn set_nofile_limit(soft: u64, hard: u64) {
     assert_eq!(rc, 0, "setrlimit failed");
 }
 
+/// One frame carrying `e`, as a raw peer would write it.
+pub fn envelope_frame(e: &uds::rpc::Envelope) -> Vec<u8> {
+    let mut body = Vec::new();
+    e.encode(&mut body);
+    let mut out = bytes::BytesMut::new();
+    uds::frame::put_frame(&body, &mut out).expect("non-empty envelope");
+    out.to_vec()
+}
+
 /// A path string, for probe arguments.
 pub fn arg(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")

@@ -96,11 +96,10 @@ impl Raw {
 
     async fn send(&mut self, e: &uds::rpc::Envelope) {
         use tokio::io::AsyncWriteExt;
-        let mut body = Vec::new();
-        e.encode(&mut body);
-        let mut out = bytes::BytesMut::new();
-        uds::frame::put_frame(&body, &mut out).unwrap();
-        self.wr.write_all(&out).await.unwrap();
+        self.wr
+            .write_all(&uds_tests::envelope_frame(e))
+            .await
+            .unwrap();
     }
 
     async fn recv(&mut self) -> uds::rpc::Envelope {

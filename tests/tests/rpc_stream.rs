@@ -213,13 +213,7 @@ async fn hostile_credit_grants_do_not_hurt_the_server() {
     let (stream, _) = a.into_parts();
     let (rd, mut wr) = stream.into_split();
     let mut reader = uds::frame::FrameReader::new(rd);
-    let frame = |e: &Envelope| {
-        let mut body = Vec::new();
-        e.encode(&mut body);
-        let mut out = bytes::BytesMut::new();
-        uds::frame::put_frame(&body, &mut out).unwrap();
-        out
-    };
+    let frame = uds_tests::envelope_frame;
     let mut req = Envelope::default();
     req.id = 1;
     req.method = Bytes::from_static(b"/count");
@@ -264,11 +258,9 @@ async fn a_consumer_reset_while_the_stream_waits_for_credit_stops_the_producer()
     req.method = Bytes::from_static(b"/count");
     req.data = Bytes::from_static(b"1000000");
     req.credit = 1;
-    let mut body = Vec::new();
-    req.encode(&mut body);
-    let mut frame = bytes::BytesMut::new();
-    uds::frame::put_frame(&body, &mut frame).unwrap();
-    wr.write_all(&frame).await.unwrap();
+    wr.write_all(&uds_tests::envelope_frame(&req))
+        .await
+        .unwrap();
     // One item arrives and is left unread; the stream now waits for credit.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!dropped.load(Ordering::SeqCst));

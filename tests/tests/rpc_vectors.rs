@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use uds::frame::{FrameDecoder, FrameReader, put_frame};
+use uds::frame::{FrameDecoder, FrameReader};
 use uds::rpc::{Client, Envelope, HandlerError, RpcError, Server};
 
 const EXP: i64 = 4_102_444_800_000_000_000; // 2100-01-01
@@ -39,13 +39,7 @@ fn env(id: u32, method: &str, data: &[u8]) -> Envelope {
     e
 }
 
-fn encode_frame(e: &Envelope) -> Vec<u8> {
-    let mut body = Vec::new();
-    e.encode(&mut body);
-    let mut out = BytesMut::new();
-    put_frame(&body, &mut out).unwrap();
-    out.to_vec()
-}
+use uds_tests::envelope_frame as encode_frame;
 
 const A1: &str = "34|080110808098b5f5f9b3f7381a052f6563686f220568656c6c6f";
 const A6: &str = "26|080610808098b5f5f9b3f7381a052f6563686f";

@@ -298,13 +298,8 @@ impl Client {
             data: &data,
             ..EnvelopeRef::default()
         };
-        let len = env.encoded_len() + 6; // the id field: tag + up to 5 bytes
-        if len > inner.config.max_frame_len {
-            return Err(RpcError::FrameTooLarge {
-                len,
-                max: inner.config.max_frame_len,
-            });
-        }
+        // The id is not chosen yet: count its field at its largest.
+        inner.check_size(env.encoded_len() + 6)?;
         let (tx, rx) = oneshot::channel();
         let id = self.register(Waiter::Unary(tx))?;
         let mut guard = PendingGuard {
@@ -374,12 +369,7 @@ impl Client {
             credit: window,
             ..EnvelopeRef::default()
         };
-        if env.encoded_len() > inner.config.max_frame_len {
-            return Err(RpcError::FrameTooLarge {
-                len: env.encoded_len(),
-                max: inner.config.max_frame_len,
-            });
-        }
+        inner.check_size(env.encoded_len())?;
         if let Err(closed) = inner.outbox.push(&env, Some(&data)).await {
             stream.done = true;
             inner.calls.lock().pending.remove(&id);
@@ -422,6 +412,15 @@ impl Drop for PendingGuard<'_> {
 }
 
 impl Inner {
+    /// Refuses, before sending, a request larger than the frame limit.
+    fn check_size(&self, len: usize) -> Result<(), RpcError> {
+        let max = self.config.max_frame_len;
+        if len > max {
+            return Err(RpcError::FrameTooLarge { len, max });
+        }
+        Ok(())
+    }
+
     /// Forgets a call the caller gave up on and, if it was still pending,
     /// tells the server to stop it (unless Go-compatible).
     fn abandon(&self, id: u32) {
