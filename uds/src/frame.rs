@@ -30,6 +30,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 
+mod spares;
+use spares::Spares;
+
 /// The longest length header: a 64-bit varint takes at most 10 bytes.
 pub const MAX_HEADER_LEN: usize = 10;
 
@@ -48,10 +51,15 @@ const READ_CHUNK: usize = 8 * 1024;
 /// Least size of a fresh read buffer: many small frames fit in one, so a
 /// new allocation is rare even while earlier frames are still in use.
 const MIN_BUFFER: usize = 64 * 1024;
-/// Largest size of a fresh read buffer learned from frame sizes.
-const MAX_BUFFER: usize = 1024 * 1024;
-/// How far ahead of the bytes received the buffer grows for a declared
-/// frame: a bare header cannot make the reader allocate its declared size.
+/// Largest size of a fresh read buffer learned from frame sizes. Kept under
+/// the allocator's usual mmap threshold (128 KiB in glibc), so a fresh
+/// buffer comes from recycled heap memory rather than new, zeroed pages.
+const MAX_BUFFER: usize = 96 * 1024;
+/// Bodies at least this large are read into a buffer of their own, sized to
+/// the body, instead of the shared read buffer; see [`FrameReader`].
+const LARGE_BODY: usize = 8 * 1024;
+/// How far ahead of the bytes received a buffer grows for a declared frame:
+/// a bare header cannot make the reader allocate its declared size.
 const GROWTH_AHEAD: usize = 256 * 1024;
 
 /// Errors of the framing layer. All but [`FrameError::Io`] mean the stream
@@ -234,21 +242,35 @@ impl FrameDecoder {
 
 /// Reads frames from an [`AsyncRead`], reusing one buffer.
 ///
-/// Frame bodies are split off the buffer as [`Bytes`] without a copy. The
-/// buffer is sized from the frames seen (a few frames' worth, 64 KiB to
-/// 1 MiB), so that it is usually reclaimed in place rather than reallocated;
-/// for a frame whose header declares more, it grows only as fast as the bytes
-/// actually arrive.
+/// Small frame bodies are split off a shared read buffer as [`Bytes`] without
+/// a copy. The buffer is sized from the frames seen (64 to 96 KiB), so that
+/// it is usually reclaimed in place, or else replaced from recycled heap
+/// memory. A body of 8 KiB or more is read into an allocation of its own,
+/// sized to the body: that allocation is the body's one decode buffer. The
+/// reader keeps a handle on it and, once the caller has dropped the body,
+/// reads a later large body into it in place (at most 2 MiB of such
+/// allocations are kept per reader).
+///
+/// Either way a buffer grows only as fast as bytes actually arrive (at most
+/// 256 KiB ahead of them), never to a length a header merely declares.
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
     buf: BytesMut,
+    /// The body of a large frame being read, its declared length and the
+    /// length of its header.
+    large: Option<(BytesMut, usize, usize)>,
     decoder: FrameDecoder,
     frame_timeout: Option<Duration>,
     /// When the first byte of the frame being read arrived.
     started: Option<Instant>,
     /// Size of a fresh buffer, learned from completed frames.
     hint: usize,
+    /// The last frame was large: read the next header on its own, so that
+    /// the next large body is not copied out of the shared buffer.
+    after_large: bool,
+    /// Allocations of earlier large bodies, for reuse once they are dropped.
+    spares: Spares,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -262,10 +284,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         FrameReader {
             inner,
             buf: BytesMut::new(),
+            large: None,
             decoder: FrameDecoder::new(config.max_frame_len),
             frame_timeout: config.frame_timeout,
             started: None,
             hint: MIN_BUFFER,
+            after_large: false,
+            spares: Spares::default(),
         }
     }
 
@@ -280,46 +305,128 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Cancel safe: bytes already read stay buffered for the next call.
     pub async fn read_frame(&mut self) -> Result<Option<Bytes>, FrameError> {
         loop {
+            if let Some((body, len, _)) = &mut self.large {
+                if body.len() == *len {
+                    let size = body.capacity();
+                    let frame = body.split_to(*len).freeze();
+                    self.spares.keep(std::mem::take(body), size);
+                    self.large = None;
+                    self.started = None;
+                    self.after_large = true;
+                    return Ok(Some(frame));
+                }
+                let (have, left) = (body.len(), *len - body.len());
+                if body.capacity() == have {
+                    body.reserve(left.min(GROWTH_AHEAD.max(have)));
+                }
+                let n = self.read_large_body(left).await?;
+                if n == 0 {
+                    return Err(self.truncated());
+                }
+                continue;
+            }
             if let Some(frame) = self.decoder.decode(&mut self.buf)? {
                 self.started = None;
+                self.after_large = false;
                 let total = frame.len() + MAX_HEADER_LEN;
                 self.hint = self.hint.max((4 * total).min(MAX_BUFFER));
                 return Ok(Some(frame));
             }
+            if let Some((hlen, blen)) = decode_header(&self.buf, self.decoder.max_frame_len)?
+                && blen >= LARGE_BODY
+            {
+                // The frame is not all here (or `decode` would have taken
+                // it): move what there is of its body to a buffer of its own.
+                self.buf.advance(hlen);
+                let first = blen.min(GROWTH_AHEAD.max(self.buf.len()));
+                let mut body = self.spares.take(first);
+                body.extend_from_slice(&self.buf);
+                self.buf.clear();
+                self.large = Some((body, blen, hlen));
+                continue;
+            }
             self.reserve();
-            let n = match (self.buf.is_empty(), self.frame_timeout) {
-                (false, Some(limit)) => {
-                    let start = *self.started.get_or_insert_with(Instant::now);
-                    tokio::time::timeout_at(start + limit, self.inner.read_buf(&mut self.buf))
-                        .await
-                        .map_err(|_| FrameError::Timeout { after: limit })??
-                }
-                _ => self.inner.read_buf(&mut self.buf).await?,
+            // After a large frame, read just the next header, so a following
+            // large body lands in its own buffer rather than this one.
+            let limit = if self.after_large && self.buf.is_empty() {
+                MAX_HEADER_LEN
+            } else {
+                usize::MAX
             };
+            let n = self.read_shared(limit).await?;
             if n == 0 {
                 if self.buf.is_empty() {
                     return Ok(None);
                 }
-                return Err(FrameError::Truncated {
-                    expected: self
-                        .decoder
-                        .frame_total(&self.buf)
-                        .unwrap_or(self.buf.len() + 1),
-                    received: self.buf.len(),
-                });
+                return Err(self.truncated());
             }
         }
     }
 
-    /// Makes room before a read.
+    /// Reads into the large body, at most `left` bytes.
+    async fn read_large_body(&mut self, left: usize) -> Result<usize, FrameError> {
+        let Some((body, _, _)) = &mut self.large else {
+            return Ok(0);
+        };
+        let mut dst = (&mut *body).limit(left);
+        let read = self.inner.read_buf(&mut dst);
+        Self::within_frame_time(&mut self.started, self.frame_timeout, read).await
+    }
+
+    /// Reads into the shared buffer, at most `limit` bytes.
+    async fn read_shared(&mut self, limit: usize) -> Result<usize, FrameError> {
+        let waiting = self.buf.is_empty();
+        let mut dst = (&mut self.buf).limit(limit);
+        let read = self.inner.read_buf(&mut dst);
+        if waiting {
+            // Waiting for a frame to start is not bounded.
+            return Ok(read.await?);
+        }
+        Self::within_frame_time(&mut self.started, self.frame_timeout, read).await
+    }
+
+    /// Runs a read of the frame in progress under the frame timeout, counted
+    /// from the frame's first byte.
+    async fn within_frame_time(
+        started: &mut Option<Instant>,
+        limit: Option<Duration>,
+        read: impl Future<Output = io::Result<usize>>,
+    ) -> Result<usize, FrameError> {
+        let Some(limit) = limit else {
+            return Ok(read.await?);
+        };
+        let start = *started.get_or_insert_with(Instant::now);
+        tokio::time::timeout_at(start + limit, read)
+            .await
+            .map_err(|_| FrameError::Timeout { after: limit })?
+            .map_err(FrameError::from)
+    }
+
+    /// The error for an end of stream inside a frame.
+    fn truncated(&self) -> FrameError {
+        if let Some((body, len, header)) = &self.large {
+            return FrameError::Truncated {
+                expected: header + len,
+                received: header + body.len(),
+            };
+        }
+        FrameError::Truncated {
+            expected: self
+                .decoder
+                .frame_total(&self.buf)
+                .unwrap_or(self.buf.len() + 1),
+            received: self.buf.len(),
+        }
+    }
+
+    /// Makes room in the shared buffer before a read.
     fn reserve(&mut self) {
         let have = self.buf.len();
         let frame_left = self
             .decoder
             .frame_total(&self.buf)
             .map_or(0, |t| t.saturating_sub(have));
-        let for_frame = frame_left.min(GROWTH_AHEAD.max(have));
-        let room = for_frame.max(READ_CHUNK);
+        let room = frame_left.max(READ_CHUNK);
         if self.buf.capacity() - have < room {
             // When the buffer is not shared any more this reclaims it in
             // place; otherwise it takes a fresh one, sized for several frames.
@@ -327,9 +434,16 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The read buffer's current capacity in bytes (for memory monitoring).
+    /// Bytes the reader holds in buffers: the read buffer, the large body
+    /// being read and the free allocations kept for reuse (for memory
+    /// monitoring; bodies already returned are not counted).
     pub fn buffer_capacity(&self) -> usize {
         self.buf.capacity()
+            + self
+                .large
+                .as_ref()
+                .map_or(0, |(body, _, _)| body.capacity())
+            + self.spares.bytes()
     }
 
     /// The underlying reader.
