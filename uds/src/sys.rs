@@ -301,6 +301,46 @@ fn new_stream_socket() -> io::Result<std::os::fd::OwnedFd> {
     Ok(owned)
 }
 
+/// Asks the kernel to let up to `bytes` of written data wait in the
+/// socket's send buffer (`SO_SNDBUF`; the kernel caps it at its own maximum,
+/// `net.core.wmem_max` on Linux). A Unix stream socket's send buffer bounds
+/// how much one connection can have in flight, so a multiplexed connection
+/// carrying large frames for many callers needs more than the default.
+pub(crate) fn set_send_buffer(fd: BorrowedFd<'_>, bytes: usize) -> io::Result<()> {
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    let len = libc::socklen_t::try_from(std::mem::size_of::<libc::c_int>())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `fd` is a valid open descriptor for the borrow's lifetime, and
+    // `value` is a live c_int whose size is passed as `len`.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw const value).cast(),
+            len,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Shuts down the write side of a connected socket (`shutdown(SHUT_WR)`):
+/// the peer reads end-of-stream once it has read everything sent before.
+pub(crate) fn shutdown_write(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: `fd` is a valid open descriptor for the borrow's lifetime;
+    // shutdown takes no pointers.
+    let rc = unsafe { libc::shutdown(fd.as_raw_fd(), libc::SHUT_WR) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
 /// The `O_NOFOLLOW` open flag.
 pub(crate) fn o_nofollow() -> i32 {
     libc::O_NOFOLLOW

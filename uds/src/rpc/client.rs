@@ -92,12 +92,13 @@ impl ClientBuilder {
     /// last clone of the client is dropped.
     pub fn build(self, conn: Conn) -> Client {
         let (stream, peer) = conn.into_parts();
+        super::widen_send_buffer(&stream);
         let (rd, wr) = stream.into_split();
-        let outbox = Arc::new(Outbox::new(self.write_queue, DEFAULT_WRITE_STALL));
+        let outbox = Arc::new(Outbox::new(wr, self.write_queue, DEFAULT_WRITE_STALL));
         let calls = Arc::new(CallTable::default());
         let writer = tokio::spawn({
             let outbox = outbox.clone();
-            async move { outbox.run_writer(wr).await }
+            async move { outbox.run_writer().await }
         });
         let reader = FrameReader::with_config(
             rd,

@@ -59,3 +59,19 @@ pub use server::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CALLS, DEFAULT_MAX_CALLS_PER_CONNECTION,
     DEFAULT_STREAM_WINDOW, Server, ServerBuilder, ShutdownReport,
 };
+
+/// Send buffer asked for on every RPC connection. One connection carries
+/// every caller's frames, and a Unix stream socket's send buffer bounds what
+/// it can have in flight: the default (208 KiB on Linux) holds two 100 KiB
+/// frames, so writers and readers would take turns in small steps. The
+/// kernel charges only the bytes actually queued, and caps the value at its
+/// own maximum (`net.core.wmem_max`).
+const SEND_BUFFER: usize = 1024 * 1024;
+
+/// Applies [`SEND_BUFFER`]; failure only costs throughput, so it is logged.
+fn widen_send_buffer(stream: &tokio::net::UnixStream) {
+    use std::os::fd::AsFd;
+    if let Err(e) = crate::sys::set_send_buffer(stream.as_fd(), SEND_BUFFER) {
+        tracing::debug!(%e, "could not widen the socket's send buffer");
+    }
+}

@@ -15,15 +15,18 @@ use std::io::{self, IoSlice};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use std::os::fd::AsFd;
+
 use bytes::Bytes;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use super::envelope::EnvelopeRef;
 use crate::frame::{MAX_HEADER_LEN, encode_header};
 
 /// `data` fields at least this large are written from the caller's `Bytes`.
-const BIG_DATA: usize = 16 * 1024;
+const BIG_DATA: usize = 8 * 1024;
 /// Most slices handed to one `writev`.
 const MAX_IOV: usize = 64;
 
@@ -45,21 +48,69 @@ impl std::fmt::Display for Closed {
     }
 }
 
+/// Frames queued for writing: `small` with each `big` payload spliced in at
+/// its offset.
 #[derive(Debug, Default)]
-struct Queue {
-    /// Encoded bytes, with `big` payloads spliced in at their offsets.
+struct Batch {
+    /// Encoded bytes.
     small: Vec<u8>,
     /// Large payloads: (offset in `small` where it goes, bytes).
     big: Vec<(usize, Bytes)>,
+    /// Bytes at the front already written.
+    skip: usize,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.small.clear();
+        self.big.clear();
+        self.skip = 0;
+    }
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    /// Frames waiting to be written.
+    batch: Batch,
+    /// An empty batch with capacity, swapped in when `batch` is taken.
+    spare: Batch,
+    /// Bytes in `batch` (not counting `skip`).
     queued: usize,
+    /// Someone (a caller or the writer task) holds frames it is writing:
+    /// nobody else may write until it is done.
+    writing: bool,
+    /// A caller's batch that the socket did not take at once; the writer
+    /// task writes it before anything in `batch`.
+    handoff: Option<Batch>,
     closed: Option<Closed>,
     /// Close once everything queued is written.
     finish: bool,
 }
 
+impl Queue {
+    /// Takes the queued frames, leaving the spare batch in their place.
+    fn take_batch(&mut self) -> Batch {
+        let spare = std::mem::take(&mut self.spare);
+        self.queued = 0;
+        std::mem::replace(&mut self.batch, spare)
+    }
+
+    /// Keeps a written batch's buffers for reuse.
+    fn recycle(&mut self, mut batch: Batch) {
+        batch.clear();
+        if self.spare.small.capacity() < batch.small.capacity() {
+            self.spare = batch;
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
+    /// The socket's write side. Written by a caller while nothing else is
+    /// queued or being written (see [`Outbox::try_push`]), else by the
+    /// writer task.
+    sock: OwnedWriteHalf,
     wake_writer: Notify,
     space: Notify,
     high_water: usize,
@@ -74,10 +125,15 @@ pub(crate) struct Outbox {
 /// is taken to have stopped reading and the connection is broken: 30 s.
 pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(30);
 
+/// Rounds a caller that found the connection idle writes what others queued
+/// meanwhile, before leaving the rest to the writer task.
+const INLINE_ROUNDS: usize = 4;
+
 impl Outbox {
-    pub(crate) fn new(high_water: usize, stall: Duration) -> Self {
+    pub(crate) fn new(sock: OwnedWriteHalf, high_water: usize, stall: Duration) -> Self {
         Outbox {
             queue: Mutex::new(Queue::default()),
+            sock,
             wake_writer: Notify::new(),
             space: Notify::new(),
             high_water,
@@ -99,6 +155,13 @@ impl Outbox {
 
     /// Queues a frame if there is room (or the queue is empty). `Ok(false)`:
     /// full, try again after `space` is notified.
+    ///
+    /// When nothing else is queued or being written, the caller writes the
+    /// frame itself with non-blocking writes (outside the lock, holding the
+    /// `writing` token so no other frame can get between its bytes), then
+    /// whatever others queued meanwhile, for a few rounds: an idle or lightly
+    /// loaded connection's frames go out without waking the writer task.
+    /// What the socket does not take at once is handed to the writer task.
     fn try_push(
         &self,
         env: &EnvelopeRef<'_>,
@@ -120,21 +183,62 @@ impl Outbox {
             return Ok(false);
         }
         let was_empty = q.queued == 0;
-        q.small.extend_from_slice(&hdr[..hlen]);
+        let b = &mut q.batch;
+        b.small.extend_from_slice(&hdr[..hlen]);
         match data {
             Some(big) if big.len() >= BIG_DATA => {
-                env.encode_prefix(&mut q.small);
-                let at = q.small.len();
-                q.big.push((at, big.clone()));
-                env.encode_suffix(&mut q.small);
+                env.encode_prefix(&mut b.small);
+                let at = b.small.len();
+                b.big.push((at, big.clone()));
+                env.encode_suffix(&mut b.small);
             }
-            _ => env.encode(&mut q.small),
+            _ => env.encode(&mut b.small),
         }
         q.queued += total;
-        drop(q);
-        if was_empty {
-            self.wake_writer.notify_one();
+        if q.writing {
+            return Ok(true);
         }
+        if !was_empty {
+            // The writer task has been woken for what is queued already.
+            return Ok(true);
+        }
+        q.writing = true;
+        for round in 0..INLINE_ROUNDS {
+            let mut batch = q.take_batch();
+            drop(q);
+            if round > 0 {
+                // Others' frames were taken off the queue: room for more.
+                self.space.notify_waiters();
+            }
+            let mut cursor = Cursor::new(&batch.small, &batch.big, batch.skip);
+            // An error other than "would block" stops the inline write; the
+            // writer task meets it again and breaks the outbox.
+            let failed = write_now(self.sock.as_ref(), &mut cursor).is_err();
+            let done = cursor.done();
+            batch.skip = cursor.position();
+            q = self.lock();
+            if !done || failed {
+                q.handoff = Some(batch);
+                drop(q);
+                self.wake_writer.notify_one();
+                return Ok(true);
+            }
+            q.recycle(batch);
+            if q.queued == 0 || q.closed.is_some() {
+                q.writing = false;
+                let finishing = q.finish;
+                drop(q);
+                if finishing {
+                    // The writer task may be waiting for the token to close.
+                    self.wake_writer.notify_one();
+                }
+                return Ok(true);
+            }
+        }
+        // Others keep queueing: the writer task takes over.
+        q.writing = false;
+        drop(q);
+        self.wake_writer.notify_one();
         Ok(true)
     }
 
@@ -186,42 +290,47 @@ impl Outbox {
         self.space.notify_waiters();
     }
 
-    /// The writer task body: writes queued frames until finished or broken.
-    pub(crate) async fn run_writer<W: AsyncWrite + Unpin>(&self, mut w: W) {
-        let mut small = Vec::new();
-        let mut big = Vec::new();
+    /// The writer task body: writes queued frames until finished or broken,
+    /// then shuts the socket's write side down.
+    pub(crate) async fn run_writer(&self) {
+        self.write_queued().await;
+        let _ = crate::sys::shutdown_write(self.sock.as_ref().as_fd());
+    }
+
+    async fn write_queued(&self) {
         loop {
             let next = {
                 let mut q = self.lock();
                 if q.closed.is_some() {
                     Next::Stop
+                } else if let Some(batch) = q.handoff.take() {
+                    // A caller's unfinished write: `writing` is still set.
+                    Next::Write(batch)
+                } else if q.writing {
+                    // A caller is writing; it hands over or clears the token.
+                    Next::Wait
                 } else if q.queued > 0 {
-                    std::mem::swap(&mut q.small, &mut small);
-                    std::mem::swap(&mut q.big, &mut big);
-                    q.queued = 0;
-                    Next::Write
+                    q.writing = true;
+                    Next::Write(q.take_batch())
                 } else if q.finish {
                     q.closed = Some(Closed::Shutdown);
-                    Next::Finish
+                    Next::Stop
                 } else {
                     Next::Wait
                 }
             };
-            match next {
-                Next::Write => {}
+            let batch = match next {
+                Next::Write(batch) => batch,
                 Next::Wait => {
                     self.wake_writer.notified().await;
                     continue;
                 }
-                Next::Finish => {
-                    let _ = tokio::time::timeout(self.stall, w.shutdown()).await;
-                    return;
-                }
                 Next::Stop => return,
-            }
+            };
             self.space.notify_waiters();
+            let cursor = Cursor::new(&batch.small, &batch.big, batch.skip);
             let written = tokio::select! {
-                r = write_segments(&mut w, &small, &big, self.stall) => r,
+                r = write_all(self.sock.as_ref(), cursor, self.stall) => r,
                 () = self.broken.cancelled() => return,
             };
             if let Err(e) = written {
@@ -229,57 +338,130 @@ impl Outbox {
                 self.break_with(&e.to_string());
                 return;
             }
-            small.clear();
-            big.clear();
+            let mut q = self.lock();
+            q.writing = false;
+            q.recycle(batch);
         }
     }
 }
 
 /// What the writer does next.
 enum Next {
-    Write,
+    Write(Batch),
     Wait,
-    Finish,
     Stop,
 }
 
-/// Writes `small` with each `big` payload spliced in at its offset.
-async fn write_segments<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    small: &[u8],
-    big: &[(usize, Bytes)],
-    no_progress_limit: Duration,
-) -> io::Result<()> {
-    // Segment i: even = a piece of `small`, odd = a big payload.
-    let seg = |i: usize| -> &[u8] {
+/// A position in queued bytes: `small` with each `big` payload spliced in at
+/// its offset. Segment i: even = a piece of `small`, odd = a big payload.
+struct Cursor<'a> {
+    small: &'a [u8],
+    big: &'a [(usize, Bytes)],
+    /// Current segment, and offset in it.
+    seg: usize,
+    off: usize,
+    /// Bytes passed since the start.
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    /// A cursor `skip` bytes in.
+    fn new(small: &'a [u8], big: &'a [(usize, Bytes)], skip: usize) -> Self {
+        let mut c = Cursor {
+            small,
+            big,
+            seg: 0,
+            off: 0,
+            pos: 0,
+        };
+        c.advance(skip);
+        c
+    }
+
+    fn segments(&self) -> usize {
+        2 * self.big.len() + 1
+    }
+
+    fn segment(&self, i: usize) -> &'a [u8] {
         let k = i / 2;
         if i % 2 == 1 {
-            return &big[k].1;
+            return &self.big[k].1;
         }
-        let start = if k == 0 { 0 } else { big[k - 1].0 };
-        let end = big.get(k).map_or(small.len(), |b| b.0);
-        &small[start..end]
-    };
-    let count = 2 * big.len() + 1;
-    let (mut i, mut off) = (0usize, 0usize);
-    while i < count {
-        let mut iov = [IoSlice::new(&[]); MAX_IOV];
-        let mut n_iov = 0;
-        let mut j = i;
-        let mut first_off = off;
-        while j < count && n_iov < MAX_IOV {
-            let s = &seg(j)[first_off..];
-            first_off = 0;
-            if !s.is_empty() {
-                iov[n_iov] = IoSlice::new(s);
-                n_iov += 1;
+        let start = if k == 0 { 0 } else { self.big[k - 1].0 };
+        let end = self.big.get(k).map_or(self.small.len(), |b| b.0);
+        &self.small[start..end]
+    }
+
+    fn done(&self) -> bool {
+        self.seg >= self.segments()
+    }
+
+    fn position(&self) -> usize {
+        self.pos
+    }
+
+    /// Fills `iov` with the slices ahead; returns how many.
+    fn fill(&self, iov: &mut [IoSlice<'a>; MAX_IOV]) -> usize {
+        let mut n = 0;
+        let mut off = self.off;
+        for i in self.seg..self.segments() {
+            if n == MAX_IOV {
+                break;
             }
-            j += 1;
+            let s = &self.segment(i)[off..];
+            off = 0;
+            if !s.is_empty() {
+                iov[n] = IoSlice::new(s);
+                n += 1;
+            }
         }
-        if n_iov == 0 {
+        n
+    }
+
+    /// Moves `n` bytes on, past any segments left empty.
+    fn advance(&mut self, mut n: usize) {
+        self.pos += n;
+        while self.seg < self.segments() {
+            let left = self.segment(self.seg).len() - self.off;
+            if n < left {
+                self.off += n;
+                return;
+            }
+            n -= left;
+            self.seg += 1;
+            self.off = 0;
+        }
+    }
+}
+
+/// Writes what the socket takes without waiting.
+fn write_now(sock: &UnixStream, c: &mut Cursor<'_>) -> io::Result<()> {
+    while !c.done() {
+        let mut iov = [IoSlice::new(&[]); MAX_IOV];
+        let n_iov = c.fill(&mut iov);
+        match sock.try_write_vectored(&iov[..n_iov]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => c.advance(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes everything from the cursor on, failing if no byte can be written
+/// for `no_progress_limit`.
+async fn write_all(
+    sock: &UnixStream,
+    mut c: Cursor<'_>,
+    no_progress_limit: Duration,
+) -> io::Result<()> {
+    while !c.done() {
+        write_now(sock, &mut c)?;
+        if c.done() {
             break;
         }
-        let mut n = tokio::time::timeout(no_progress_limit, w.write_vectored(&iov[..n_iov]))
+        tokio::time::timeout(no_progress_limit, sock.writable())
             .await
             .map_err(|_| {
                 io::Error::new(
@@ -289,25 +471,6 @@ async fn write_segments<W: AsyncWrite + Unpin>(
                     ),
                 )
             })??;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        // Advance the cursor by n bytes.
-        while n > 0 && i < count {
-            let left = seg(i).len() - off;
-            if n >= left {
-                n -= left;
-                i += 1;
-                off = 0;
-            } else {
-                off += n;
-                n = 0;
-            }
-        }
-        while i < count && seg(i).len() == off {
-            i += 1;
-            off = 0;
-        }
     }
-    w.flush().await
+    Ok(())
 }

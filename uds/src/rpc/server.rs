@@ -735,16 +735,17 @@ impl Drop for CallGuard {
 async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
     let (stream, peer) = conn.into_parts();
     let peer = Arc::new(peer);
+    super::widen_send_buffer(&stream);
     let (rd, wr) = stream.into_split();
     let state = Arc::new(ConnState {
-        outbox: Outbox::new(shared.config.write_queue, shared.config.write_stall),
+        outbox: Outbox::new(wr, shared.config.write_queue, shared.config.write_stall),
         inflight: Mutex::new(InFlightTable::default()),
         drained: Notify::new(),
         max_frame_len: shared.config.max_frame_len,
     });
     let writer = tokio::spawn({
         let state = state.clone();
-        async move { state.outbox.run_writer(wr).await }
+        async move { state.outbox.run_writer().await }
     });
     let mut reader = FrameReader::with_config(
         rd,
