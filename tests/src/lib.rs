@@ -234,3 +234,22 @@ impl Steady {
         self.calls()
     }
 }
+
+/// Runs `test` to completion on a fresh two-thread tokio runtime, one such
+/// test at a time in this process, holding the turn until the runtime has
+/// shut down (and with it every task and descriptor the test left). For
+/// tests that count the whole process's descriptors or memory, which tests
+/// running alongside would disturb.
+pub fn one_at_a_time(test: impl std::future::Future<Output = ()>) {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(test);
+    drop(rt);
+}
