@@ -92,3 +92,164 @@ pub fn envelope_frame(e: &uds::rpc::Envelope) -> Vec<u8> {
 pub fn arg(path: &Path) -> &str {
     path.to_str().expect("utf-8 temp path")
 }
+
+/// Resident memory of this process in KiB (`VmRSS` of `/proc/self/status`),
+/// or 0 where there is no procfs.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Descriptors this process has open (entries of `/proc/self/fd`, minus the
+/// one used to list them).
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count().saturating_sub(1))
+}
+
+/// Hands memory the allocator keeps cached but no longer uses back to the
+/// OS (glibc `malloc_trim`), so that RSS reflects live allocations rather
+/// than the allocator's free lists. A no-op elsewhere.
+#[allow(unsafe_code)]
+pub fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only releases free memory; no preconditions.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit; returns the new soft
+/// limit.
+pub fn raise_nofile_limit() -> u64 {
+    let (_, hard) = nofile_limit();
+    set_nofile_limit(hard, hard);
+    hard
+}
+
+/// How many panics this process has seen so far, on any thread (tokio
+/// catches a panicking task and goes on, so a library panic is otherwise
+/// invisible to a test). The first call installs the counting hook, which
+/// still prints each panic as usual.
+pub fn panics_so_far() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            COUNT.fetch_add(1, Ordering::SeqCst);
+            previous(info);
+        }));
+    });
+    COUNT.load(Ordering::SeqCst)
+}
+
+/// A well-behaved client that calls an echo method in a loop in the
+/// background and checks every reply, so that a test can assert that it
+/// keeps being served while something else attacks the server.
+#[derive(Debug)]
+pub struct Steady {
+    ok: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    failure: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Steady {
+    /// Starts calling `method` (which must echo its request) on `client`,
+    /// each call with a 10 s timeout, pausing 2 ms between calls.
+    pub fn start(client: uds::rpc::Client, method: &'static str) -> Steady {
+        use std::sync::atomic::Ordering;
+        let ok = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let failure = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn({
+            let (ok, failure, stop) = (ok.clone(), failure.clone(), stop.clone());
+            async move {
+                let opts = uds::rpc::CallOptions::timeout(std::time::Duration::from_secs(10));
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let payload = format!("steady call {i}");
+                    let got = client.call_with(method, payload.clone().into(), opts).await;
+                    match got {
+                        Ok(reply) if reply == payload.as_bytes() => {
+                            ok.fetch_add(1, Ordering::SeqCst);
+                        }
+                        other => {
+                            *failure.lock().unwrap() = Some(format!("call {i}: {other:?}"));
+                            return;
+                        }
+                    }
+                    i += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+                }
+            }
+        });
+        Steady {
+            ok,
+            failure,
+            stop,
+            task,
+        }
+    }
+
+    /// Calls that succeeded so far.
+    pub fn calls(&self) -> u64 {
+        self.ok.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn check(&self) {
+        if let Some(f) = self.failure.lock().unwrap().as_ref() {
+            panic!("the well-behaved client failed: {f}");
+        }
+    }
+
+    /// Waits until `n` more calls than `since` have succeeded; panics if a
+    /// call fails or this takes over 10 s.
+    pub async fn reach(&self, since: u64, n: u64) {
+        let start = std::time::Instant::now();
+        while self.calls() < since + n {
+            self.check();
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "the well-behaved client made {} calls in 10 s, expected {n}",
+                self.calls() - since
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+        self.check();
+    }
+
+    /// Stops the loop and returns how many calls succeeded in all; panics if
+    /// any failed.
+    pub async fn finish(mut self) -> u64 {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.check();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(15), &mut self.task).await;
+        self.check();
+        self.calls()
+    }
+}
+
+/// Runs `test` to completion on a fresh two-thread tokio runtime, one such
+/// test at a time in this process, holding the turn until the runtime has
+/// shut down (and with it every task and descriptor the test left). For
+/// tests that count the whole process's descriptors or memory, which tests
+/// running alongside would disturb.
+pub fn one_at_a_time(test: impl std::future::Future<Output = ()>) {
+    static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = TURN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    rt.block_on(test);
+    drop(rt);
+}

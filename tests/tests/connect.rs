@@ -216,3 +216,89 @@ async fn connect_timeout_is_typed() {
         other => panic!("expected ServerBusy, got {other:?}"),
     }
 }
+
+/// The swap attack for real: while the client connects again and again, the
+/// path is atomically switched back and forth between our server's socket and
+/// an impostor's (run by another uid, its file made to look exactly like
+/// ours). Whatever the timing, a connect that succeeds has our server at the
+/// other end; every connect that reaches the impostor is refused by the check
+/// of the server's kernel credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_socket_swaps_never_hand_the_client_an_impostor() {
+    if !require_root("racing_socket_swaps_never_hand_the_client_an_impostor") {
+        return;
+    }
+    let dir = tempdir_with_mode(0o1777);
+    let genuine = dir.path().join("genuine.sock");
+    let impostor = dir.path().join("impostor.sock");
+    let path = dir.path().join("api.sock");
+    let listener = Listener::bind(&genuine).unwrap();
+    let server = tokio::spawn(async move {
+        loop {
+            drop(listener.accept().await.unwrap());
+        }
+    });
+    let mut child = probe_as_nobody(env!("CARGO_BIN_EXE_uds-probe"), &["serve", arg(&impostor)])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = child.stdout.take().unwrap();
+    let mut line = [0u8; 6];
+    std::io::Read::read_exact(&mut out, &mut line).unwrap();
+    assert_eq!(&line, b"ready\n");
+    std::os::unix::fs::lchown(&impostor, Some(0), Some(0)).unwrap();
+    std::fs::set_permissions(&impostor, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let swapper = std::thread::spawn({
+        let (stop, dir) = (stop.clone(), dir.path().to_owned());
+        let (genuine, impostor, path) = (genuine.clone(), impostor.clone(), path.clone());
+        move || {
+            let tmp = dir.join("next.sock");
+            let mut swaps = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let from = if swaps.is_multiple_of(2) {
+                    &genuine
+                } else {
+                    &impostor
+                };
+                let _ = std::fs::remove_file(&tmp);
+                std::fs::hard_link(from, &tmp).unwrap();
+                std::fs::rename(&tmp, &path).unwrap(); // atomic replace
+                swaps += 1;
+            }
+            swaps
+        }
+    });
+    while !path.exists() {
+        tokio::task::yield_now().await;
+    }
+    let (mut ours, mut caught, mut tries) = (0u32, 0u32, 0u32);
+    let start = std::time::Instant::now();
+    while tries < 300 || ours == 0 || caught == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{tries} connects: {ours} to our server, {caught} impostors caught"
+        );
+        tries += 1;
+        match connect(&path).await {
+            Ok(c) => {
+                assert_eq!(c.peer_cred().uid, 0, "connected to an impostor");
+                ours += 1;
+            }
+            Err(NetError::ServerUidMismatch { found, .. }) => {
+                assert_eq!(found, NOBODY);
+                caught += 1;
+            }
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let swaps = swapper.join().unwrap();
+    eprintln!(
+        "{tries} connects during {swaps} swaps: {ours} to our server, {caught} impostors caught"
+    );
+    child.kill().unwrap();
+    child.wait().unwrap();
+    server.abort();
+}

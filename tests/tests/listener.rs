@@ -272,3 +272,39 @@ async fn abstract_namespace_sockets_work_and_refuse_file_options() {
         Err(NetError::AbstractNameTooLong { .. })
     ));
 }
+
+/// A live socket that is not a uds listener's (a Go server's, say) has no
+/// lock file next to it: only the listener's liveness probe stands between it
+/// and deletion. And a refused bind leaves nothing behind at the path.
+#[tokio::test]
+async fn a_live_foreign_server_is_left_alone_and_refused_binds_leave_no_debris() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("foreign.sock");
+    let foreign = std::os::unix::net::UnixListener::bind(&p).unwrap();
+    let ino = std::fs::symlink_metadata(&p).unwrap().ino();
+    match Listener::bind(&p) {
+        Err(NetError::AddressInUse { path }) => assert_eq!(path, p),
+        other => panic!("expected AddressInUse, got {other:?}"),
+    }
+    assert_eq!(std::fs::symlink_metadata(&p).unwrap().ino(), ino);
+    // It still answers.
+    let _c = std::os::unix::net::UnixStream::connect(&p).unwrap();
+    foreign.accept().unwrap();
+
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"precious").unwrap();
+    assert!(matches!(
+        Listener::bind(&file),
+        Err(NetError::NotASocket { .. })
+    ));
+    let mut left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(
+        left,
+        ["file", "foreign.sock"],
+        "no lock file or staging directory left"
+    );
+}

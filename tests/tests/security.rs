@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uds::auth::Policy;
-use uds::net::Listener;
+use uds::net::{Connector, Listener};
+use uds::rpc::{Client, Server};
 use uds_tests::{NOBODY, arg, probe_as_nobody, require_root, tempdir_with_mode};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_uds-probe");
@@ -160,4 +161,39 @@ async fn abstract_socket_relies_on_the_policy_alone() {
     let listener = server.await.unwrap();
     assert_eq!(listener.stats().denied, 1);
     assert_eq!(handled.load(Ordering::SeqCst), 0);
+}
+
+/// The same at the RPC layer: a well-formed call from another uid never
+/// reaches a handler of an `rpc::Server` (the caller just sees the
+/// connection close), while our own calls are served by the same handler.
+#[tokio::test]
+async fn rpc_server_never_dispatches_a_call_from_another_uid() {
+    if !require_root("rpc_server_never_dispatches_a_call_from_another_uid") {
+        return;
+    }
+    let dir = tempdir_with_mode(0o755);
+    let p = dir.path().join("rpc.sock");
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r2 = runs.clone();
+    let server = Server::builder()
+        .handler("/count", move |_, req| {
+            r2.fetch_add(1, Ordering::SeqCst);
+            async move { Ok(req) }
+        })
+        .build()
+        .unwrap();
+    // World-connectable file: the default policy (same user) alone keeps
+    // nobody out.
+    server.serve(Listener::builder(&p).mode(0o666).bind().unwrap());
+    let verdict = run_probe(&["call", arg(&p), "/count", "3000"]).await;
+    assert!(
+        verdict.contains("error: ConnectionClosed"),
+        "the probe said {verdict:?}"
+    );
+    assert_eq!(runs.load(Ordering::SeqCst), 0, "no handler ran");
+    // The handler does run for a caller the policy admits.
+    let conn = Connector::new().any_mode().connect(&p).await.unwrap();
+    let client = Client::new(conn);
+    assert_eq!(client.call("/count", "me").await.unwrap(), "me");
+    assert_eq!(runs.load(Ordering::SeqCst), 1);
 }

@@ -8,6 +8,12 @@
 //! `uds-probe serve PATH`: serve as this user (any peer allowed, mode 0666),
 //! print `ready`, and answer one frame per connection until killed.
 //! `uds-probe talk-abstract NAME`: like `talk`, for an abstract socket.
+//! `uds-probe call PATH METHOD MILLIS`: connect without client checks, make
+//! one RPC call with that timeout, and print `ok LEN` or `error: ...`
+//! (prints `calling` first).
+//! `uds-probe rpc-serve PATH`: run an RPC server (mode 0600, same user) with
+//! `/echo` and `/slow` (sleeps 60 s; prints `started ID` when it begins),
+//! print `ready`, and serve until killed.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +28,11 @@ async fn main() {
         ["talk-abstract", name] => talk(connect_abstract(name)).await,
         ["hammer", path, ms] => hammer(path, ms.parse().unwrap_or(500)).await,
         ["serve", path] => serve(path).await,
-        _ => "error: usage: uds-probe talk|hammer|serve|talk-abstract ...".to_owned(),
+        ["call", path, method, ms] => call(path, method, ms.parse().unwrap_or(5000)).await,
+        ["rpc-serve", path] => rpc_serve(path).await,
+        _ => {
+            "error: usage: uds-probe talk|hammer|serve|talk-abstract|call|rpc-serve ...".to_owned()
+        }
     };
     println!("{out}");
 }
@@ -89,4 +99,44 @@ async fn serve(path: &str) -> String {
             }
         });
     }
+}
+
+async fn call(path: &str, method: &str, ms: u64) -> String {
+    // No client-side checks: the test decides who talks to whom.
+    let conn = match std::os::unix::net::UnixStream::connect(path) {
+        Ok(s) => match uds::net::Conn::from_std(s) {
+            Ok(c) => c,
+            Err(e) => return format!("error: {e}"),
+        },
+        Err(e) => return format!("error: connect: {e}"),
+    };
+    let client = uds::rpc::Client::builder()
+        .timeout(Duration::from_millis(ms))
+        .build(conn);
+    println!("calling");
+    match client.call(method, "from the probe").await {
+        Ok(reply) => format!("ok {}", reply.len()),
+        Err(e) => format!("error: {e:?}"),
+    }
+}
+
+async fn rpc_serve(path: &str) -> String {
+    let server = uds::rpc::Server::builder()
+        .handler("/echo", |_, req| async move { Ok(req) })
+        .handler("/slow", |ctx, _| async move {
+            println!("started {}", ctx.call_id());
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            Ok(bytes::Bytes::new())
+        })
+        .build();
+    let server = match server {
+        Ok(s) => s,
+        Err(e) => return format!("error: {e}"),
+    };
+    match uds::net::Listener::bind(path) {
+        Ok(l) => server.serve(l),
+        Err(e) => return format!("error: {e}"),
+    }
+    println!("ready");
+    std::future::pending::<String>().await
 }

@@ -465,6 +465,23 @@ fn bind_path(
 ) -> Result<(UnixListener, FileId, PathLock), NetError> {
     paths::check_len(path)?;
     let lock = PathLock::acquire(path)?;
+    match bind_locked(path, mode, owner, group) {
+        Ok((listener, id)) => Ok((listener, id, lock)),
+        Err(e) => {
+            // A refused bind leaves no lock file behind.
+            lock.release();
+            Err(e)
+        }
+    }
+}
+
+/// The part of [`bind_path`] done while holding the path's lock.
+fn bind_locked(
+    path: &Path,
+    mode: u32,
+    owner: Option<u32>,
+    group: Option<u32>,
+) -> Result<(UnixListener, FileId), NetError> {
     paths::clear_stale(path)?;
     let parent = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
@@ -489,7 +506,7 @@ fn bind_path(
         .ok_or_else(|| NetError::io("stat", &staged, io::Error::from(io::ErrorKind::NotFound)))?;
     let id = FileId::of(&meta);
     publish(&staged, path)?;
-    Ok((listener, id, lock))
+    Ok((listener, id))
 }
 
 /// Binds at `staged` inside the private directory `dir`. When the staged path

@@ -767,6 +767,14 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
         let frame = tokio::select! {
             biased;
             () = shared.stop_accepting.cancelled() => break,
+            // Replies can no longer be written (the peer stopped reading, or
+            // the connection broke): stop reading requests too and close,
+            // rather than run handlers whose replies go nowhere.
+            () = state.outbox.broken() => {
+                tracing::debug!(peer = %peer, "closing connection: replies cannot be written");
+                broken = true;
+                break;
+            }
             slots = acquire_slots(&conn_permits, &shared.calls), if !parked.is_empty() => {
                 if let (Some(slots), Some(call)) = (slots, parked.pop_front()) {
                     start_call(&state, &peer, call, slots).await;
