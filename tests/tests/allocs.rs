@@ -1,5 +1,5 @@
 //! Heap allocations per unary call, client and server together, in steady
-//! state (issue target: at most 3). Its own test binary: it installs a
+//! state (issue target: at most 3), raw and as typed proto calls. Its own test binary: it installs a
 //! counting global allocator.
 
 use std::alloc::{GlobalAlloc, Layout, System};
@@ -34,7 +34,16 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static GLOBAL: Counting = Counting;
 
-fn allocs_per_call(payload: usize) -> f64 {
+/// The echo request and reply of the proto case (as the benchmark's).
+#[derive(Clone, PartialEq, prost::Message)]
+struct EchoMsg {
+    #[prost(bytes = "bytes", tag = "1")]
+    data: Bytes,
+}
+
+/// Allocations per call, averaged over up to 10 000 calls after a warm-up;
+/// `proto` makes them typed proto calls rather than raw ones.
+fn allocs_per_call(payload: usize, proto: bool) -> f64 {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -42,19 +51,35 @@ fn allocs_per_call(payload: usize) -> f64 {
     rt.block_on(async {
         let server = Server::builder()
             .handler("/echo", |_, req| async move { Ok(req) })
+            .proto("/proto", |_, req: EchoMsg| async move {
+                Ok::<_, uds::rpc::HandlerError>(req)
+            })
             .build()
             .unwrap();
         let (a, b) = uds::net::pair().unwrap();
         server.serve_connection(b);
         let client = Client::new(a);
         let data = Bytes::from(vec![1u8; payload]);
-        for _ in 0..2000 {
-            client.call("/echo", data.clone()).await.unwrap();
+        let msg = EchoMsg { data: data.clone() };
+        let call = || async {
+            if proto {
+                let reply: EchoMsg = client.call_proto("/proto", &msg).await.unwrap();
+                assert_eq!(reply.data.len(), payload);
+            } else {
+                assert_eq!(
+                    client.call("/echo", data.clone()).await.unwrap().len(),
+                    payload
+                );
+            }
+        };
+        // 10 000 calls, fewer for large payloads (at most ~1 GB moved).
+        let n = u32::try_from((1_000_000_000 / payload.max(1)).clamp(500, 10_000)).unwrap();
+        for _ in 0..n / 5 {
+            call().await;
         }
-        let n = 10_000u32;
         let before = ALLOCS.load(Ordering::Relaxed);
         for _ in 0..n {
-            client.call("/echo", data.clone()).await.unwrap();
+            call().await;
         }
         let after = ALLOCS.load(Ordering::Relaxed);
         f64::from(u32::try_from(after - before).unwrap()) / f64::from(n)
@@ -63,12 +88,17 @@ fn allocs_per_call(payload: usize) -> f64 {
 
 #[test]
 fn unary_call_allocates_at_most_three_times() {
-    for payload in [16usize, 1024, 10 * 1024, 100 * 1024] {
-        let per_call = allocs_per_call(payload);
-        eprintln!("payload {payload} B: {per_call:.2} allocations per call (client + server)");
-        assert!(
-            per_call <= 3.0,
-            "{per_call:.2} allocations per call at {payload} B"
-        );
+    for proto in [false, true] {
+        for payload in [16usize, 1024, 10 * 1024, 100 * 1024, 1000 * 1024] {
+            let per_call = allocs_per_call(payload, proto);
+            let kind = if proto { "proto" } else { "raw" };
+            eprintln!(
+                "{kind} payload {payload} B: {per_call:.2} allocations per call (client + server)"
+            );
+            assert!(
+                per_call <= 3.0,
+                "{per_call:.2} allocations per {kind} call at {payload} B"
+            );
+        }
     }
 }

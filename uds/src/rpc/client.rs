@@ -319,6 +319,9 @@ impl Client {
             }
             Err(_) => return Err(deadline_error(timeout)),
         }
+        // Written (or queued with its own reference): free the request now,
+        // not at the reply, so an encoding buffer it shares can be reused.
+        drop(data);
         match tokio::time::timeout_at(local_deadline, rx).await {
             Ok(Ok(reply)) => {
                 guard.armed = false; // the reader already removed the entry
