@@ -55,9 +55,13 @@ const MIN_BUFFER: usize = 64 * 1024;
 /// the allocator's usual mmap threshold (128 KiB in glibc), so a fresh
 /// buffer comes from recycled heap memory rather than new, zeroed pages.
 const MAX_BUFFER: usize = 96 * 1024;
-/// Bodies at least this large are read into a buffer of their own, sized to
-/// the body, instead of the shared read buffer; see [`FrameReader`].
+/// Bodies at least this large are handed out in a buffer of their own, sized
+/// to the body, instead of a slice of the shared read buffer; see
+/// [`FrameReader`].
 const LARGE_BODY: usize = 8 * 1024;
+/// After a body at least this large, the next header is read on its own so
+/// that a body like it is read straight into its buffer, not copied there.
+const DIRECT_BODY: usize = 64 * 1024;
 /// How far ahead of the bytes received a buffer grows for a declared frame:
 /// a bare header cannot make the reader allocate its declared size.
 const GROWTH_AHEAD: usize = 256 * 1024;
@@ -245,10 +249,12 @@ impl FrameDecoder {
 /// Small frame bodies are split off a shared read buffer as [`Bytes`] without
 /// a copy. The buffer is sized from the frames seen (64 to 96 KiB), so that
 /// it is usually reclaimed in place, or else replaced from recycled heap
-/// memory. A body of 8 KiB or more is read into an allocation of its own,
-/// sized to the body: that allocation is the body's one decode buffer. The
-/// reader keeps a handle on it and, once the caller has dropped the body,
-/// reads a later large body into it in place (at most 2 MiB of such
+/// memory. A body of 8 KiB or more gets an allocation of its own, sized to
+/// the body: copied there if it arrived whole with other frames, read
+/// straight into it otherwise (after a body of 64 KiB or more the next
+/// header is read on its own, so a body like it is not copied). The reader
+/// keeps a handle on that allocation and, once the caller has dropped the
+/// body, puts a later large body in it in place (at most 2 MiB of such
 /// allocations are kept per reader).
 ///
 /// Either way a buffer grows only as fast as bytes actually arrive (at most
@@ -307,13 +313,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         loop {
             if let Some((body, len, _)) = &mut self.large {
                 if body.len() == *len {
-                    let size = body.capacity();
-                    let frame = body.split_to(*len).freeze();
-                    self.spares.keep(std::mem::take(body), size);
+                    let (body, len) = (std::mem::take(body), *len);
                     self.large = None;
-                    self.started = None;
-                    self.after_large = true;
-                    return Ok(Some(frame));
+                    return Ok(Some(self.finish_large(body, len)));
                 }
                 let (have, left) = (body.len(), *len - body.len());
                 if body.capacity() == have {
@@ -325,25 +327,32 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
                 continue;
             }
-            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
-                self.started = None;
-                self.after_large = false;
-                let total = frame.len() + MAX_HEADER_LEN;
-                self.hint = self.hint.max((4 * total).min(MAX_BUFFER));
-                return Ok(Some(frame));
-            }
             if let Some((hlen, blen)) = decode_header(&self.buf, self.decoder.max_frame_len)?
                 && blen >= LARGE_BODY
             {
-                // The frame is not all here (or `decode` would have taken
-                // it): move what there is of its body to a buffer of its own.
                 self.buf.advance(hlen);
+                if self.buf.len() >= blen {
+                    // All here: copy it out (cheaper than a read of its own)
+                    // so the shared buffer stays free for reuse.
+                    let mut body = self.spares.take(blen);
+                    body.extend_from_slice(&self.buf[..blen]);
+                    self.buf.advance(blen);
+                    return Ok(Some(self.finish_large(body, blen)));
+                }
+                // Move what there is of its body to a buffer of its own.
                 let first = blen.min(GROWTH_AHEAD.max(self.buf.len()));
                 let mut body = self.spares.take(first);
                 body.extend_from_slice(&self.buf);
                 self.buf.clear();
                 self.large = Some((body, blen, hlen));
                 continue;
+            }
+            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+                self.started = None;
+                self.after_large = false;
+                let total = frame.len() + MAX_HEADER_LEN;
+                self.hint = self.hint.max((4 * total).min(MAX_BUFFER));
+                return Ok(Some(frame));
             }
             self.reserve();
             // After a large frame, read just the next header, so a following
@@ -361,6 +370,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 return Err(self.truncated());
             }
         }
+    }
+
+    /// Hands out a complete large body, keeping its allocation for reuse.
+    fn finish_large(&mut self, mut body: BytesMut, len: usize) -> Bytes {
+        let size = body.capacity();
+        let frame = body.split_to(len).freeze();
+        self.spares.keep(body, size);
+        self.started = None;
+        // Bodies this large are better read straight into their own buffer
+        // than copied out of the shared one: read the next header alone.
+        self.after_large = len >= DIRECT_BODY;
+        frame
     }
 
     /// Reads into the large body, at most `left` bytes.
@@ -435,7 +456,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     }
 
     /// Bytes the reader holds in buffers: the read buffer, the large body
-    /// being read and the free allocations kept for reuse (for memory
+    /// being read and the allocations kept for reuse (for memory
     /// monitoring; bodies already returned are not counted).
     pub fn buffer_capacity(&self) -> usize {
         self.buf.capacity()
