@@ -583,3 +583,42 @@ async fn ten_thousand_calls_leak_no_tasks_or_memory() {
         "RSS grew by {grown} KiB over 10 000 calls"
     );
 }
+
+/// Contexts a handler leaked (see the test below).
+static KEPT: std::sync::Mutex<Vec<uds::rpc::Context>> = std::sync::Mutex::new(Vec::new());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hard_stop_ends_the_stream_even_if_a_handler_kept_its_context() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // The handler parks its Context somewhere that outlives the server (as
+    // a user might, in a thread or a detached task) and answers 8 MiB that
+    // the client does not read, so the connection's writer is stuck.
+    let server = Server::builder()
+        .handler("/big", |ctx, _| async move {
+            KEPT.lock().unwrap().push(ctx);
+            Ok(Bytes::from(vec![7u8; 8 << 20]))
+        })
+        .build()
+        .unwrap();
+    let (mut raw, b) = uds::net::pair().unwrap();
+    server.serve_connection(b);
+    let mut req = uds::rpc::Envelope::default();
+    req.id = 1;
+    req.method = Bytes::from_static(b"/big");
+    raw.write_all(&uds_tests::envelope_frame(&req))
+        .await
+        .unwrap();
+    eventually("the handler ran", || !KEPT.lock().unwrap().is_empty()).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Past the grace period the server aborts the stuck writer...
+    let report = server.shutdown(Duration::from_millis(100)).await;
+    assert!(!report.graceful, "the stuck reply should force a hard stop: {report:?}");
+    // ...and the peer must see the end of the stream, not wait forever.
+    let mut sink = vec![0u8; 1 << 20];
+    let reached_eof = tokio::time::timeout(Duration::from_secs(10), async {
+        while raw.read(&mut sink).await.unwrap_or(0) > 0 {}
+    })
+    .await;
+    assert!(reached_eof.is_ok(), "no end-of-stream after a hard stop");
+    KEPT.lock().unwrap().clear();
+}

@@ -56,6 +56,8 @@ fn encode_pooled<E>(
     len: Option<usize>,
     write: impl FnOnce(&mut BytesMut) -> Result<(), E>,
 ) -> Result<Bytes, E> {
+    // An encode that panicked midway left its bytes here: drop them.
+    buf.clear();
     let need = len.unwrap_or(1).max(1);
     if buf.capacity() - buf.len() < need {
         // Reclaims the block in place if every message split off it is
@@ -120,6 +122,18 @@ mod tests {
         });
         assert_eq!(r, Err("no"));
         assert_eq!(&put(None, b"x")[..], b"x");
+    }
+
+    #[test]
+    fn an_encode_that_panicked_leaves_nothing_behind() {
+        let panicked = std::panic::catch_unwind(|| {
+            encode::<()>(None, |b| {
+                b.put_slice(b"junk");
+                panic!("a Serialize impl panicked");
+            })
+        });
+        assert!(panicked.is_err());
+        assert_eq!(&put(None, b"next")[..], b"next");
     }
 
     #[test]

@@ -58,7 +58,7 @@ impl Spares {
         }
     }
 
-    /// Bytes held by kept allocations that are free for reuse.
+    /// Bytes of the allocations kept (some may still back live bodies).
     pub(super) fn bytes(&self) -> usize {
         self.bytes
     }

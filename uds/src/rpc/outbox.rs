@@ -1,15 +1,21 @@
-//! The write side of an RPC connection: a bounded queue of encoded frames and
-//! the one task that writes them.
+//! The write side of an RPC connection: a bounded queue of encoded frames,
+//! written by whoever finds the connection idle, else by one writer task.
 //!
 //! Callers (client calls, server replies) encode their frame straight into a
-//! shared buffer under a short lock and wake the writer task; the writer swaps
-//! the buffer out and writes everything queued in one (vectored) syscall. So
-//! concurrent calls coalesce into few writes, nothing is allocated per frame
-//! once the buffers have grown, and a caller's future being dropped can never
-//! leave half a frame on the wire (only the writer writes). Large `data`
-//! fields are not copied: they are queued as `Bytes` and written in place.
-//! When more than the high-water mark is queued, callers wait: memory stays
-//! bounded even if the peer stops reading.
+//! shared buffer under a short lock. A caller that finds nothing queued and
+//! nobody writing takes the `writing` token and writes its frame itself with
+//! non-blocking writes (then what others queued meanwhile, for a few rounds),
+//! outside the lock: an idle connection's frame costs no task switch. What
+//! the socket does not take at once, and frames queued while someone holds
+//! the token, go to the writer task, which writes everything queued in one
+//! vectored syscall: concurrent calls coalesce into few writes. Only the
+//! token holder writes, so frames never interleave, and a caller's future
+//! being dropped can never leave half a frame on the wire (the inline write
+//! is synchronous; its remainder is handed over). Nothing is allocated per
+//! frame once the buffers have grown. Large `data` fields are not copied:
+//! they are queued as `Bytes` and written in place. When more than the
+//! high-water mark is queued, callers wait: memory stays bounded even if the
+//! peer stops reading.
 
 use std::io::{self, IoSlice};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -216,6 +222,10 @@ impl Outbox {
             let failed = write_now(self.sock.as_ref(), &mut cursor).is_err();
             let done = cursor.done();
             batch.skip = cursor.position();
+            if done {
+                // Release the payloads outside the lock.
+                batch.big.clear();
+            }
             q = self.lock();
             if !done || failed {
                 q.handoff = Some(batch);
@@ -291,10 +301,18 @@ impl Outbox {
     }
 
     /// The writer task body: writes queued frames until finished or broken,
-    /// then shuts the socket's write side down.
+    /// then shuts the socket's write side down — also if the task is
+    /// aborted, so the peer sees end-of-stream even while a handler's
+    /// `Context` keeps the connection state alive.
     pub(crate) async fn run_writer(&self) {
+        struct ShutdownOnDrop<'a>(&'a UnixStream);
+        impl Drop for ShutdownOnDrop<'_> {
+            fn drop(&mut self) {
+                let _ = crate::sys::shutdown_write(self.0.as_fd());
+            }
+        }
+        let _shutdown = ShutdownOnDrop(self.sock.as_ref());
         self.write_queued().await;
-        let _ = crate::sys::shutdown_write(self.sock.as_ref().as_fd());
     }
 
     async fn write_queued(&self) {
@@ -305,13 +323,13 @@ impl Outbox {
                     Next::Stop
                 } else if let Some(batch) = q.handoff.take() {
                     // A caller's unfinished write: `writing` is still set.
-                    Next::Write(batch)
+                    Next::Write(batch, false)
                 } else if q.writing {
                     // A caller is writing; it hands over or clears the token.
                     Next::Wait
                 } else if q.queued > 0 {
                     q.writing = true;
-                    Next::Write(q.take_batch())
+                    Next::Write(q.take_batch(), true)
                 } else if q.finish {
                     q.closed = Some(Closed::Shutdown);
                     Next::Stop
@@ -319,15 +337,17 @@ impl Outbox {
                     Next::Wait
                 }
             };
-            let batch = match next {
-                Next::Write(batch) => batch,
+            let (mut batch, took_queued) = match next {
+                Next::Write(batch, took_queued) => (batch, took_queued),
                 Next::Wait => {
                     self.wake_writer.notified().await;
                     continue;
                 }
                 Next::Stop => return,
             };
-            self.space.notify_waiters();
+            if took_queued {
+                self.space.notify_waiters();
+            }
             let cursor = Cursor::new(&batch.small, &batch.big, batch.skip);
             let written = tokio::select! {
                 r = write_all(self.sock.as_ref(), cursor, self.stall) => r,
@@ -338,6 +358,8 @@ impl Outbox {
                 self.break_with(&e.to_string());
                 return;
             }
+            // Release the payloads outside the lock.
+            batch.big.clear();
             let mut q = self.lock();
             q.writing = false;
             q.recycle(batch);
@@ -347,7 +369,8 @@ impl Outbox {
 
 /// What the writer does next.
 enum Next {
-    Write(Batch),
+    /// Write this batch; `true` if it was taken off the queue (room freed).
+    Write(Batch, bool),
     Wait,
     Stop,
 }
