@@ -612,7 +612,10 @@ async fn a_hard_stop_ends_the_stream_even_if_a_handler_kept_its_context() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     // Past the grace period the server aborts the stuck writer...
     let report = server.shutdown(Duration::from_millis(100)).await;
-    assert!(!report.graceful, "the stuck reply should force a hard stop: {report:?}");
+    assert!(
+        !report.graceful,
+        "the stuck reply should force a hard stop: {report:?}"
+    );
     // ...and the peer must see the end of the stream, not wait forever.
     let mut sink = vec![0u8; 1 << 20];
     let reached_eof = tokio::time::timeout(Duration::from_secs(10), async {
