@@ -330,3 +330,51 @@ async fn at_the_call_limit_credit_and_cancels_still_get_through() {
     assert_eq!((n1, n2), (100, 100));
     assert_eq!(third.await.unwrap().unwrap(), "third");
 }
+
+/// Found by the `server_conn` fuzz target: a stream of exactly as many items
+/// as the credit granted waited for one more grant before sending its end, so
+/// a client that had no reason to grant more (here: one that has finished
+/// sending) never saw the stream end and the connection was held forever.
+#[tokio::test]
+async fn a_stream_of_exactly_its_credit_ends_without_another_grant() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = counting_server(
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let (a, b) = uds::net::pair().unwrap();
+    server.serve_connection(b);
+    let (mut rd, mut wr) = a.into_parts().0.into_split();
+    let mut req = Envelope::default();
+    req.id = 3;
+    req.method = Bytes::from_static(b"/count");
+    req.data = Bytes::from_static(b"2");
+    req.credit = 2;
+    wr.write_all(&uds_tests::envelope_frame(&req))
+        .await
+        .unwrap();
+    wr.shutdown().await.unwrap(); // no grant will ever follow
+    let mut replies = Vec::new();
+    tokio::time::timeout(Duration::from_secs(3), rd.read_to_end(&mut replies))
+        .await
+        .expect("the stream ends and the server closes without another grant")
+        .unwrap();
+    let mut buf = bytes::BytesMut::from(&replies[..]);
+    let dec = uds::frame::FrameDecoder::default();
+    let mut got = Vec::new();
+    while let Some(body) = dec.decode(&mut buf).unwrap() {
+        got.push(Envelope::decode(&body).unwrap());
+    }
+    assert!(buf.is_empty());
+    let items: Vec<&[u8]> = got
+        .iter()
+        .filter(|e| e.stream_item)
+        .map(|e| &e.data[..])
+        .collect();
+    assert_eq!(items, [&b"0"[..], b"1"]);
+    let last = got.last().unwrap();
+    assert!(
+        last.stream_end && last.err_type == 0 && last.id == 3,
+        "{last:?}"
+    );
+}

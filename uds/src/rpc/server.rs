@@ -101,18 +101,22 @@ where
         return Err(HandlerError::server("stream without flow control"));
     };
     loop {
-        let credit = tokio::select! {
-            c = credits.acquire() => c,
-            () = call.conn.outbox.broken() => {
-                return Err(HandlerError::server("connection closed"));
-            }
-        };
-        match credit {
-            Ok(permit) => permit.forget(),
-            Err(_) => return Err(HandlerError::server("stream closed")),
-        }
+        // The next item first, then the credit to send it: the end of the
+        // stream is not an item and needs none (a stream of exactly its
+        // window's items must end without waiting for a grant the client has
+        // no reason to send). The producer runs at most one item ahead.
         match stream.next().await {
             Some(Ok(item)) => {
+                let credit = tokio::select! {
+                    c = credits.acquire() => c,
+                    () = call.conn.outbox.broken() => {
+                        return Err(HandlerError::server("connection closed"));
+                    }
+                };
+                match credit {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return Err(HandlerError::server("stream closed")),
+                }
                 let env = EnvelopeRef {
                     id: call.id,
                     data: &item,
