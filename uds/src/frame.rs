@@ -327,7 +327,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 }
                 continue;
             }
-            if let Some((hlen, blen)) = decode_header(&self.buf, self.decoder.max_frame_len)?
+            // The header is parsed once per pass and serves every branch.
+            let header = decode_header(&self.buf, self.decoder.max_frame_len)?;
+            if let Some((hlen, blen)) = header
                 && blen >= LARGE_BODY
             {
                 self.buf.advance(hlen);
@@ -347,14 +349,18 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 self.large = Some((body, blen, hlen));
                 continue;
             }
-            if let Some(frame) = self.decoder.decode(&mut self.buf)? {
+            if let Some((hlen, blen)) = header
+                && self.buf.len() >= hlen + blen
+            {
+                self.buf.advance(hlen);
+                let frame = self.buf.split_to(blen).freeze();
                 self.started = None;
                 self.after_large = false;
                 let total = frame.len() + MAX_HEADER_LEN;
                 self.hint = self.hint.max((4 * total).min(MAX_BUFFER));
                 return Ok(Some(frame));
             }
-            self.reserve();
+            self.reserve(header.map(|(hlen, blen)| hlen + blen));
             // After a large frame, read just the next header, so a following
             // large body lands in its own buffer rather than this one.
             let limit = if self.after_large && self.buf.is_empty() {
@@ -440,13 +446,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// Makes room in the shared buffer before a read.
-    fn reserve(&mut self) {
+    /// Makes room in the shared buffer before a read, given the size of the
+    /// frame at its front if its header is complete.
+    fn reserve(&mut self, frame_total: Option<usize>) {
         let have = self.buf.len();
-        let frame_left = self
-            .decoder
-            .frame_total(&self.buf)
-            .map_or(0, |t| t.saturating_sub(have));
+        let frame_left = frame_total.map_or(0, |t| t.saturating_sub(have));
         let room = frame_left.max(READ_CHUNK);
         if self.buf.capacity() - have < room {
             // When the buffer is not shared any more this reclaims it in

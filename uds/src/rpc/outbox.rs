@@ -201,11 +201,9 @@ impl Outbox {
             _ => env.encode(&mut b.small),
         }
         q.queued += total;
-        if q.writing {
-            return Ok(true);
-        }
-        if !was_empty {
-            // The writer task has been woken for what is queued already.
+        if q.writing || !was_empty {
+            // Whoever holds the token, or the writer task woken for what
+            // was queued already, writes this frame too.
             return Ok(true);
         }
         q.writing = true;
