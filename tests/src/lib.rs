@@ -5,7 +5,7 @@
 #![allow(clippy::missing_panics_doc)]
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// The unprivileged uid/gid the security tests switch to.
@@ -40,11 +40,52 @@ pub fn tempdir_with_mode(mode: u32) -> tempfile::TempDir {
 }
 
 /// A command running the probe binary `bin` as uid/gid [`NOBODY`].
+///
+/// Where [`NOBODY`] cannot reach `bin` (a target dir under a 0700 home, as
+/// root's is), a copy of it in a world-readable temporary directory runs
+/// instead; see [`runnable_by_nobody`].
 pub fn probe_as_nobody(bin: &str, args: &[&str]) -> Command {
     use std::os::unix::process::CommandExt;
-    let mut cmd = Command::new(bin);
+    let mut cmd = Command::new(runnable_by_nobody(bin));
     cmd.args(args).uid(NOBODY).gid(NOBODY);
     cmd
+}
+
+/// A path of the executable `bin` that another user can run: `bin` itself
+/// when every directory above it and the file are open to others, otherwise
+/// a copy (made once per process and binary) in a fresh 0755 directory under
+/// the system's temporary directory.
+pub fn runnable_by_nobody(bin: &str) -> PathBuf {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static COPIES: OnceLock<Mutex<HashMap<String, PathBuf>>> = OnceLock::new();
+    let path = Path::new(bin);
+    let open_to_others = |p: &Path, bits: u32| {
+        std::fs::metadata(p).is_ok_and(|m| m.permissions().mode() & bits == bits)
+    };
+    if open_to_others(path, 0o005)
+        && path
+            .ancestors()
+            .skip(1)
+            .all(|a| a.as_os_str().is_empty() || open_to_others(a, 0o001))
+    {
+        return path.to_path_buf();
+    }
+    let mut copies = COPIES
+        .get_or_init(Default::default)
+        .lock()
+        .expect("copies lock");
+    if let Some(copy) = copies.get(bin) {
+        return copy.clone();
+    }
+    // Kept for the life of the test process (a few MiB under the temp dir).
+    let dir = tempdir_with_mode(0o755).keep();
+    let copy = dir.join(path.file_name().expect("a binary has a file name"));
+    std::fs::copy(path, &copy).expect("copy the probe binary");
+    std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755))
+        .expect("chmod probe copy");
+    copies.insert(bin.to_owned(), copy.clone());
+    copy
 }
 
 /// Sets the process umask; returns the previous one.
