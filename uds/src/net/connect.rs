@@ -155,7 +155,7 @@ impl Connector {
     /// server's kernel credentials are the only check.
     pub async fn connect_abstract(&self, name: impl AsRef<[u8]>) -> Result<Conn, NetError> {
         let name = name.as_ref();
-        let display = super::listener::abstract_display(name);
+        let display = paths::abstract_display(name);
         #[cfg(target_os = "linux")]
         {
             let max = paths::max_abstract_name_len();

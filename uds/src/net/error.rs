@@ -189,6 +189,21 @@ pub enum NetError {
         /// The timeout.
         after: std::time::Duration,
     },
+    /// A file the listener created next to the socket path (its private
+    /// staging directory, the socket inside it, or the lock file) was not
+    /// what the listener made: another process changed the directory while
+    /// the socket was being set up. Nothing was chmodded, chowned, linked or
+    /// removed through it.
+    #[error(
+        "setting up the socket at {path:?} was interfered with: {what}; another user can write \
+         the socket's directory: make it writable only by its owner (or sticky, like /tmp)"
+    )]
+    Tampered {
+        /// The socket path being bound.
+        path: PathBuf,
+        /// What was found instead of what the listener made.
+        what: &'static str,
+    },
     /// Reading the peer's kernel credentials failed.
     #[error(transparent)]
     Cred(#[from] CredError),

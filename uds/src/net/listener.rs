@@ -11,7 +11,8 @@ use tokio::net::UnixListener;
 
 use super::conn::Conn;
 use super::error::NetError;
-use super::path::{self as paths, FileId};
+use super::path as paths;
+use super::socket_file::{self, SocketFile};
 use crate::auth::Policy;
 use crate::cred::Cred;
 use crate::sys;
@@ -94,17 +95,19 @@ impl ListenerBuilder {
         let stats = Arc::new(Counters::default());
         match self.addr {
             Addr::Path(path) => {
-                let (inner, id, lock) = bind_path(
+                let (std, file) = socket_file::bind(
                     &path,
                     self.mode.unwrap_or(DEFAULT_MODE),
                     self.owner,
                     self.group,
                 )?;
+                // If registering fails, dropping `file` removes the socket.
+                let inner = register(std, &path)?;
                 Ok(Listener {
                     inner,
                     policy: self.policy,
-                    display: path.clone(),
-                    cleanup: Some(Cleanup { path, id, lock }),
+                    display: path,
+                    _socket_file: Some(file),
                     stats,
                 })
             }
@@ -112,31 +115,19 @@ impl ListenerBuilder {
                 if self.mode.is_some() || self.owner.is_some() || self.group.is_some() {
                     return Err(NetError::AbstractHasNoPermissions);
                 }
-                let display = abstract_display(&name);
+                let display = paths::abstract_display(&name);
                 let std = bind_abstract(&name, &display)?;
                 let inner = register(std, &display)?;
                 Ok(Listener {
                     inner,
                     policy: self.policy,
                     display,
-                    cleanup: None,
+                    _socket_file: None,
                     stats,
                 })
             }
         }
     }
-}
-
-/// What a path listener removes when it closes.
-#[derive(Debug)]
-struct Cleanup {
-    path: PathBuf,
-    id: FileId,
-    lock: PathLock,
-}
-
-pub(crate) fn abstract_display(name: &[u8]) -> PathBuf {
-    PathBuf::from(format!("@{}", String::from_utf8_lossy(name)))
 }
 
 fn register(std: StdListener, path: &Path) -> Result<UnixListener, NetError> {
@@ -216,7 +207,8 @@ pub struct Listener {
     inner: UnixListener,
     policy: Policy,
     display: PathBuf,
-    cleanup: Option<Cleanup>,
+    /// The socket file, removed when the listener is dropped.
+    _socket_file: Option<SocketFile>,
     stats: Arc<Counters>,
 }
 
@@ -326,239 +318,6 @@ impl Listener {
     /// Closes the listener and removes its socket file, if the file at the
     /// path is still the one this listener created. Same as dropping it.
     pub fn close(self) {}
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        let Some(Cleanup { path, id, lock }) = self.cleanup.take() else {
-            return;
-        };
-        // Remove only our own socket: if someone replaced the file, it is
-        // theirs. Holding the path's lock, no other uds listener can be
-        // publishing there meanwhile.
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if FileId::of(&meta) == id => {
-                if let Err(err) = std::fs::remove_file(&path) {
-                    tracing::warn!(path = %path.display(), %err, "could not remove socket file");
-                }
-            }
-            Ok(_) => {
-                tracing::warn!(path = %path.display(), "socket file was replaced; leaving it");
-            }
-            Err(_) => {}
-        }
-        lock.release();
-    }
-}
-
-/// An exclusive lock on `<socket path>.lock`, held for a listener's life.
-///
-/// Without it, two servers starting at once on a stale socket could both
-/// judge it stale, and one could delete the other's fresh socket. With it,
-/// only the lock holder touches the path. The lock file is removed on close;
-/// a taker checks that the file it locked is still the one at the path.
-#[derive(Debug)]
-struct PathLock {
-    path: PathBuf,
-    file: std::fs::File,
-}
-
-impl PathLock {
-    fn acquire(socket: &Path) -> Result<Self, NetError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut name = socket.as_os_str().to_owned();
-        name.push(".lock");
-        let path = PathBuf::from(name);
-        for _ in 0..8 {
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc_nofollow())
-                .open(&path)
-                .map_err(|e| NetError::io("open lock file", &path, e))?;
-            match file.try_lock() {
-                Ok(()) => {}
-                Err(std::fs::TryLockError::WouldBlock) => {
-                    return Err(NetError::AddressInUse {
-                        path: socket.into(),
-                    });
-                }
-                Err(std::fs::TryLockError::Error(e)) => {
-                    return Err(NetError::io("lock", &path, e));
-                }
-            }
-            // The previous holder may have removed the file between our open
-            // and our lock: then we locked a dead inode; try again.
-            let ours = file
-                .metadata()
-                .map_err(|e| NetError::io("stat lock file", &path, e))?;
-            match paths::lstat(&path)? {
-                Some(now) if FileId::of(&now) == FileId::of(&ours) => {
-                    return Ok(PathLock { path, file });
-                }
-                _ => {}
-            }
-        }
-        Err(NetError::AddressInUse {
-            path: socket.into(),
-        })
-    }
-
-    fn release(self) {
-        // Unlink while still holding the lock, then unlock (on drop).
-        let _ = std::fs::remove_file(&self.path);
-        drop(self.file);
-    }
-}
-
-/// `O_NOFOLLOW`: never open a lock file through a symlink planted there.
-fn libc_nofollow() -> i32 {
-    crate::sys::o_nofollow()
-}
-
-/// A private directory next to the socket path, removed on drop.
-struct PrivateDir(PathBuf);
-
-impl PrivateDir {
-    fn create_in(parent: &Path) -> Result<Self, NetError> {
-        use std::os::unix::fs::DirBuilderExt;
-        static SEQ: AtomicU64 = AtomicU64::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        for _ in 0..16 {
-            let n = SEQ.fetch_add(1, Ordering::Relaxed);
-            let name = format!(
-                ".uds{:x}",
-                (u64::from(std::process::id()) << 32) ^ u64::from(nanos) ^ (n << 20)
-            );
-            let dir = parent.join(name);
-            match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
-                Ok(()) => return Ok(PrivateDir(dir)),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(NetError::io("create private directory in", parent, e)),
-            }
-        }
-        Err(NetError::io(
-            "create private directory in",
-            parent,
-            io::Error::from(io::ErrorKind::AlreadyExists),
-        ))
-    }
-}
-
-impl Drop for PrivateDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(self.0.join("s"));
-        let _ = std::fs::remove_dir(&self.0);
-    }
-}
-
-fn bind_path(
-    path: &Path,
-    mode: u32,
-    owner: Option<u32>,
-    group: Option<u32>,
-) -> Result<(UnixListener, FileId, PathLock), NetError> {
-    paths::check_len(path)?;
-    let lock = PathLock::acquire(path)?;
-    match bind_locked(path, mode, owner, group) {
-        Ok((listener, id)) => Ok((listener, id, lock)),
-        Err(e) => {
-            // A refused bind leaves no lock file behind.
-            lock.release();
-            Err(e)
-        }
-    }
-}
-
-/// The part of [`bind_path`] done while holding the path's lock.
-fn bind_locked(
-    path: &Path,
-    mode: u32,
-    owner: Option<u32>,
-    group: Option<u32>,
-) -> Result<(UnixListener, FileId), NetError> {
-    paths::clear_stale(path)?;
-    let parent = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let dir = PrivateDir::create_in(parent)?;
-    let staged = dir.0.join("s");
-    let std_listener = bind_staged(&dir.0, &staged, path)?;
-    // Registered before it is published, so no failure after publishing
-    // can leave a socket file with no listener to clean it up.
-    let listener = register(std_listener, path)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode & 0o7777))
-            .map_err(|e| NetError::io("chmod", &staged, e))?;
-    }
-    if owner.is_some() || group.is_some() {
-        std::os::unix::fs::lchown(&staged, owner, group)
-            .map_err(|e| NetError::io("chown", &staged, e))?;
-    }
-    let meta = paths::lstat(&staged)?
-        .ok_or_else(|| NetError::io("stat", &staged, io::Error::from(io::ErrorKind::NotFound)))?;
-    let id = FileId::of(&meta);
-    publish(&staged, path)?;
-    Ok((listener, id))
-}
-
-/// Binds at `staged` inside the private directory `dir`. When the staged path
-/// is too long for `sun_path` (the final path fits, but the private directory
-/// adds a few bytes), Linux binds through `/proc/self/fd/N/`, which names the
-/// same directory in a few bytes.
-fn bind_staged(dir: &Path, staged: &Path, path: &Path) -> Result<StdListener, NetError> {
-    if paths::check_len(staged).is_ok() {
-        return StdListener::bind(staged).map_err(|e| NetError::io("bind", staged, e));
-    }
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::fd::AsRawFd;
-        let _ = path;
-        let handle = std::fs::File::open(dir).map_err(|e| NetError::io("open", dir, e))?;
-        let short = PathBuf::from(format!("/proc/self/fd/{}/s", handle.as_raw_fd()));
-        StdListener::bind(&short).map_err(|e| NetError::io("bind", staged, e))
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = dir;
-        // The staging directory costs a few bytes of the limit here.
-        let extra = staged
-            .as_os_str()
-            .len()
-            .saturating_sub(path.as_os_str().len());
-        Err(NetError::PathTooLong {
-            path: path.into(),
-            len: path.as_os_str().len(),
-            max: paths::max_path_len().saturating_sub(extra),
-        })
-    }
-}
-
-/// Makes the staged socket visible at `path` without replacing anything that
-/// appeared there meanwhile: a hard link fails if the name exists. (No
-/// fallback to `rename`, which would replace it.)
-fn publish(staged: &Path, path: &Path) -> Result<(), NetError> {
-    for attempt in 0..2 {
-        match std::fs::hard_link(staged, path) {
-            Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt == 0 => {
-                // Something (not a uds listener: we hold the lock) appeared.
-                paths::clear_stale(path)?;
-            }
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                return Err(NetError::AddressInUse { path: path.into() });
-            }
-            Err(e) => return Err(NetError::io("link socket into place at", path, e)),
-        }
-    }
-    Err(NetError::AddressInUse { path: path.into() })
 }
 
 fn bind_abstract(name: &[u8], display: &Path) -> Result<StdListener, NetError> {

@@ -12,6 +12,7 @@ mod connect;
 mod error;
 mod listener;
 mod path;
+mod socket_file;
 
 pub use conn::{Conn, PeerGone, WriteOnly};
 pub use connect::{BUSY_RETRY_FOR, Connector, connect, pair};

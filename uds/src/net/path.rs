@@ -2,8 +2,8 @@
 
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
-use std::path::Path;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
 
 use super::error::{FileKind, NetError};
 use crate::sys;
@@ -68,52 +68,30 @@ pub(crate) struct FileId {
 }
 
 impl FileId {
-    pub(crate) fn of(meta: &std::fs::Metadata) -> Self {
+    pub(crate) fn of_stat(st: &sys::fs::Stat) -> Self {
         FileId {
-            dev: meta.dev(),
-            ino: meta.ino(),
+            dev: st.dev,
+            ino: st.ino,
         }
     }
 }
 
-/// Makes `path` free for a new socket: absent is fine; a socket nobody
-/// answers on is removed; anything else is an error and stays untouched.
-pub(crate) fn clear_stale(path: &Path) -> Result<(), NetError> {
-    let Some(meta) = lstat(path)? else {
-        return Ok(());
-    };
-    let kind = kind_of(&meta);
-    if kind != FileKind::Socket {
-        return Err(NetError::NotASocket {
-            path: path.into(),
-            found: kind,
-        });
+/// What kind of file an `fstatat` found.
+pub(crate) fn kind_of_stat(st: &sys::fs::Stat) -> FileKind {
+    if st.is_socket() {
+        FileKind::Socket
+    } else if st.is_file() {
+        FileKind::File
+    } else if st.is_dir() {
+        FileKind::Directory
+    } else if st.is_symlink() {
+        FileKind::Symlink
+    } else {
+        FileKind::Other
     }
-    match sys::probe_socket(path).map_err(|e| NetError::io("probe", path, e))? {
-        sys::Probe::Live => Err(NetError::AddressInUse { path: path.into() }),
-        sys::Probe::Gone => Ok(()),
-        sys::Probe::Stale => {
-            // Only remove the very socket we probed: if the path now names
-            // another file, leave it.
-            match lstat(path)? {
-                Some(now) if FileId::of(&now) == FileId::of(&meta) => {
-                    tracing::info!(path = %path.display(), "removing stale socket file");
-                    match std::fs::remove_file(path) {
-                        Ok(()) => Ok(()),
-                        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-                        Err(e) => Err(NetError::io("remove stale socket", path, e)),
-                    }
-                }
-                // Replaced between the probe and now: someone else owns it.
-                Some(now) => match kind_of(&now) {
-                    FileKind::Socket => Err(NetError::AddressInUse { path: path.into() }),
-                    found => Err(NetError::NotASocket {
-                        path: path.into(),
-                        found,
-                    }),
-                },
-                None => Ok(()),
-            }
-        }
-    }
+}
+
+/// How an abstract socket name is shown in errors and logs: `@name`.
+pub(crate) fn abstract_display(name: &[u8]) -> PathBuf {
+    PathBuf::from(format!("@{}", String::from_utf8_lossy(name)))
 }
