@@ -1,6 +1,5 @@
 //! The listening socket: file lifecycle, accept loop, authorization.
 
-use std::io;
 use std::os::unix::net::UnixListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -334,7 +333,7 @@ fn bind_abstract(name: &[u8], display: &Path) -> Result<StdListener, NetError> {
         let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)
             .map_err(|e| NetError::io("abstract address", display, e))?;
         StdListener::bind_addr(&addr).map_err(|e| {
-            if e.kind() == io::ErrorKind::AddrInUse {
+            if e.kind() == std::io::ErrorKind::AddrInUse {
                 NetError::AddressInUse {
                     path: display.into(),
                 }

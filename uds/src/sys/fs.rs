@@ -8,7 +8,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -32,7 +32,12 @@ pub(crate) struct Stat {
 }
 
 impl Stat {
-    #[allow(clippy::unnecessary_cast, clippy::useless_conversion)] // field widths differ per OS
+    #[allow(
+        clippy::unnecessary_cast,
+        clippy::useless_conversion,
+        clippy::cast_sign_loss,
+        clippy::cast_lossless
+    )] // field widths and signs differ per OS (dev_t is i32 on macOS)
     fn from_nix(st: &FileStat) -> Self {
         Stat {
             dev: st.st_dev as u64,
@@ -203,7 +208,7 @@ pub(crate) fn open_lock_at(dir: BorrowedFd<'_>, name: &OsStr) -> io::Result<std:
 pub(crate) fn path_in_dir_fd(dir: BorrowedFd<'_>, name: &OsStr) -> Option<PathBuf> {
     #[cfg(any(target_os = "linux", target_os = "android"))]
     {
-        let fd_dir = PathBuf::from(format!("/proc/self/fd/{}", dir.as_fd().as_raw_fd()));
+        let fd_dir = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
         // The fd's entry must resolve to this very directory.
         let here = stat_fd(dir).ok()?;
         let there = std::fs::metadata(&fd_dir).ok()?;
@@ -230,6 +235,7 @@ fn mode_bits(mode: u32) -> Mode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::fd::AsFd;
     use std::os::unix::fs::PermissionsExt;
 
     #[test]
