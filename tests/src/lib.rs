@@ -4,6 +4,9 @@
 // Test helpers: a failed set-up must fail the test loudly.
 #![allow(clippy::missing_panics_doc)]
 
+pub mod log_capture;
+pub mod plugin_api;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;

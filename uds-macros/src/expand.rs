@@ -66,6 +66,7 @@ fn emit_client(item: &ItemTrait, svc: &Service) -> TokenStream {
          each returning the result or a typed error. Cheap to clone; clones share the connection."
     );
     let methods = svc.methods.iter().map(|m| client_method(svc, m));
+    let names = svc.methods.iter().map(|m| &m.wire_name);
     quote! {
         #[doc = #doc]
         #[derive(::core::clone::Clone, ::core::fmt::Debug)]
@@ -108,6 +109,15 @@ fn emit_client(item: &ItemTrait, svc: &Service) -> TokenStream {
             }
 
             #(#methods)*
+        }
+
+        impl #k::plugin::PluginClient for #client {
+            const SERVICE: &'static str = ::core::stringify!(#trait_ident);
+            const METHODS: &'static [&'static str] = &[#(#names),*];
+
+            fn from_rpc(client: #k::rpc::Client) -> Self {
+                Self::new(client)
+            }
         }
     }
 }
@@ -236,6 +246,17 @@ fn emit_server(item: &ItemTrait, svc: &Service) -> TokenStream {
             /// A server with the default settings that serves this service.
             #vis fn build(&self) -> ::core::result::Result<#k::rpc::Server, #k::rpc::RpcError> {
                 self.register(#k::rpc::Server::builder()).build()
+            }
+        }
+
+        impl<#ty: #trait_ident + ::core::marker::Send + ::core::marker::Sync + 'static>
+            #k::plugin::PluginService for #server<#ty>
+        {
+            const SERVICE: &'static str = ::core::stringify!(#trait_ident);
+            const METHODS: &'static [&'static str] = <Self>::METHODS;
+
+            fn register(&self, builder: #k::rpc::ServerBuilder) -> #k::rpc::ServerBuilder {
+                <Self>::register(self, builder)
             }
         }
     }

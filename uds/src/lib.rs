@@ -85,6 +85,7 @@ pub mod codec;
 pub mod cred;
 pub mod frame;
 pub mod net;
+pub mod plugin;
 pub mod rpc;
 pub mod service;
 #[cfg(any(feature = "json", feature = "proto"))]

@@ -57,7 +57,7 @@ pub use error::{ErrorCode, HandlerError, RpcError};
 pub use outbox::DEFAULT_WRITE_STALL;
 pub use server::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CALLS, DEFAULT_MAX_CALLS_PER_CONNECTION,
-    DEFAULT_STREAM_WINDOW, Server, ServerBuilder, ShutdownReport,
+    DEFAULT_STREAM_WINDOW, ServedConnection, Server, ServerBuilder, ShutdownReport,
 };
 
 /// Send buffer asked for on every RPC connection (Linux doubles it, to

@@ -407,6 +407,34 @@ impl std::fmt::Debug for Server {
     }
 }
 
+/// A connection being served by [`Server::serve_connection`].
+#[derive(Debug)]
+pub struct ServedConnection {
+    task: tokio::task::JoinHandle<()>,
+    /// The task's result was taken (a `JoinHandle` must not be polled again).
+    joined: bool,
+}
+
+impl ServedConnection {
+    /// Waits until the connection has ended — the peer closed it, it failed,
+    /// or the server stopped — and every call on it has finished.
+    ///
+    /// Cancel safe: dropping the future leaves the connection served.
+    pub async fn closed(&mut self) {
+        if !self.joined {
+            // A join error means the connection's task panicked or was
+            // aborted with the runtime: either way the connection is over.
+            let _ = (&mut self.task).await;
+            self.joined = true;
+        }
+    }
+
+    /// Whether the connection has ended.
+    pub fn is_closed(&self) -> bool {
+        self.joined || self.task.is_finished()
+    }
+}
+
 /// What a graceful shutdown did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -465,10 +493,14 @@ impl Server {
     }
 
     /// Serves one connection (for example an end of [`net::pair`](crate::net::pair))
-    /// in the background.
-    pub fn serve_connection(&self, conn: Conn) {
+    /// in the background. The returned handle tells when the connection has
+    /// ended; dropping it changes nothing.
+    pub fn serve_connection(&self, conn: Conn) -> ServedConnection {
         let shared = self.shared().clone();
-        self.shared().tracker.spawn(serve_conn(shared, conn));
+        ServedConnection {
+            task: self.shared().tracker.spawn(serve_conn(shared, conn)),
+            joined: false,
+        }
     }
 
     /// Stops gracefully: stops accepting connections (removing the socket

@@ -6,12 +6,16 @@
 //! classification) lives here behind small safe functions, built on `nix`.
 //!
 //! `unsafe` remains only where `nix` has no safe wrapper, each block with a
-//! `SAFETY:` note: `SO_PEERGROUPS` on Linux (`linux.rs`) and `getgroups` on
-//! Apple platforms (`apple.rs`), where nix leaves it out.
+//! `SAFETY:` note: `SO_PEERGROUPS` on Linux (`linux.rs`), `getgroups` on
+//! Apple platforms (`apple.rs`), where nix leaves it out, and in
+//! `process.rs` the `pre_exec` hook and taking ownership of descriptors
+//! (inherited, or received with `SCM_RIGHTS`).
 //!
 //! Layout (tokio's `ucred.rs` shape): `linux.rs` and `apple.rs` hold the
 //! per-OS peer-credential code, `fs.rs` the `*at` file operations the socket
-//! file's lifecycle is built on, and this file what is common.
+//! file's lifecycle is built on, `process.rs` what plugin processes need
+//! (descriptor inheritance and passing, parent-death signal, kill), and this
+//! file what is common.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -22,6 +26,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockopt};
 
 pub(crate) mod fs;
+pub(crate) mod process;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod linux;

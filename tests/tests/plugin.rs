@@ -1,0 +1,378 @@
+//! Plugins as real child processes: `uds::plugin::Command` on the host side,
+//! `uds::plugin::serve` in `uds-test-plugin`.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use uds::plugin::{Command, PluginError};
+use uds::rpc::RpcError;
+use uds_tests::log_capture::LogCapture;
+use uds_tests::plugin_api::{AdminClient, TestPluginClient};
+
+const PLUGIN: &str = env!("CARGO_BIN_EXE_uds-test-plugin");
+const HOST: &str = env!("CARGO_BIN_EXE_uds-test-host");
+
+fn plugin(mode: &str) -> Command {
+    Command::new(PLUGIN).arg(mode).name(format!("test-{mode}"))
+}
+
+/// Whether process `pid` is still running (a zombie counts as gone).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Waits up to `limit` for `pid` to be gone.
+async fn gone_within(pid: u32, limit: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if !alive(pid) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    !alive(pid)
+}
+
+/// Our child processes that are still running.
+fn live_children() -> usize {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            stat.rsplit_once(')').is_some_and(|(_, rest)| {
+                let mut f = rest.split_whitespace();
+                let state = f.next();
+                let ppid = f.next();
+                state != Some("Z") && ppid == Some(me.as_str())
+            })
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_plugin_serves_its_trait_and_stops_gracefully() {
+    let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
+    let client = plugin.client();
+    assert_eq!(client.echo("hi".into()).await.unwrap(), "hi");
+    assert_eq!(client.pid().await.unwrap(), plugin.pid());
+    let items: Vec<u32> = client
+        .count(5, 1)
+        .await
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    assert_eq!(items, vec![0, 1, 2, 3, 4]);
+    assert_eq!(plugin.services().collect::<Vec<_>>(), vec!["TestPlugin"]);
+    assert!(plugin.try_status().is_none());
+    // A call in flight when the host asks the plugin to stop still finishes.
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.slow(300).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let pid = plugin.pid();
+    let status = plugin.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(status.success(), "clean exit: {status}");
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        300,
+        "the call in flight finished"
+    );
+    assert!(!alive(pid));
+}
+
+#[tokio::test]
+async fn one_plugin_serves_several_services_on_one_connection() {
+    let plugin = plugin("serve-both")
+        .spawn::<TestPluginClient>()
+        .await
+        .unwrap();
+    plugin.client().echo("a".into()).await.unwrap();
+    let admin: AdminClient = plugin.client_for().unwrap();
+    assert_eq!(admin.served().await.unwrap(), 1);
+    let only = plugin_spawn_err::<AdminClient>("serve").await;
+    assert!(
+        matches!(&only, PluginError::MissingService { service: "Admin", offered, .. } if offered == &["TestPlugin"]),
+        "{only}"
+    );
+}
+
+async fn plugin_spawn_err<C: uds::plugin::PluginClient>(mode: &str) -> PluginError {
+    let before = live_children();
+    let err = plugin(mode).spawn::<C>().await.err().unwrap();
+    // Whatever failed, no process is left behind.
+    let start = Instant::now();
+    while live_children() > before && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        live_children() <= before,
+        "a child was left behind after: {err}"
+    );
+    err
+}
+
+#[tokio::test]
+async fn killing_the_plugin_fails_every_call_in_flight_at_once() {
+    let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
+    let client = plugin.client().clone();
+    let mut calls = Vec::new();
+    for _ in 0..8 {
+        let client = client.clone();
+        calls.push(tokio::spawn(async move {
+            let r = client.slow(60_000).await;
+            (r, Instant::now())
+        }));
+    }
+    let mut stream = client.count(1_000_000, 10).await.unwrap();
+    assert_eq!(stream.next().await.unwrap().unwrap(), 0);
+    let streamed = tokio::spawn(async move {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return (Some(e), Instant::now()),
+                None => return (None, Instant::now()),
+            }
+        }
+    });
+    // Every call has reached the plugin.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let killed_at = Instant::now();
+    nix_kill(plugin.pid());
+    let mut worst = Duration::ZERO;
+    for call in calls {
+        let (r, at) = call.await.unwrap();
+        let err = r.unwrap_err();
+        assert!(matches!(err, RpcError::ConnectionClosed { .. }), "{err:?}");
+        worst = worst.max(at - killed_at);
+    }
+    let (err, at) = streamed.await.unwrap();
+    assert!(
+        err.is_some(),
+        "the stream ended with an error, not a clean end"
+    );
+    worst = worst.max(at - killed_at);
+    let exited = plugin.exited().await;
+    eprintln!("8 calls and a stream failed within {worst:?} of kill -9; {exited}");
+    assert!(worst < Duration::from_millis(100), "took {worst:?}");
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&exited.status),
+        Some(9)
+    );
+    assert_eq!(plugin.try_status(), Some(exited.status));
+}
+
+fn nix_kill(pid: u32) {
+    let status = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[tokio::test]
+async fn dropping_the_plugin_kills_it() {
+    let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
+    let pid = plugin.pid();
+    assert!(alive(pid));
+    drop(plugin);
+    assert!(
+        gone_within(pid, Duration::from_secs(2)).await,
+        "pid {pid} still running"
+    );
+}
+
+/// Runs the test host, which starts a plugin, and kills the host with
+/// SIGKILL: the plugin must not outlive it.
+async fn host_killed(pdeathsig: bool) {
+    let mut args = vec![PLUGIN];
+    if pdeathsig {
+        args.push("pdeathsig");
+    }
+    let mut host = tokio::process::Command::new(HOST)
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(host.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let pid: u32 = line.trim().parse().unwrap();
+    assert!(alive(pid));
+    host.start_kill().unwrap();
+    host.wait().await.unwrap();
+    assert!(
+        gone_within(pid, Duration::from_secs(5)).await,
+        "plugin {pid} outlived its SIGKILLed host (pdeathsig: {pdeathsig})"
+    );
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_plugin_dies_with_its_host_by_parent_death_signal() {
+    host_killed(true).await;
+}
+
+#[tokio::test]
+async fn a_plugin_exits_when_its_host_is_gone() {
+    // No parent-death signal: the plugin sees its connection close.
+    host_killed(false).await;
+}
+
+#[tokio::test]
+async fn a_plugin_lacking_methods_is_refused_with_their_names() {
+    let err = plugin_spawn_err::<TestPluginClient>("old").await;
+    match &err {
+        PluginError::MissingMethods {
+            service, missing, ..
+        } => {
+            assert_eq!(*service, "TestPlugin");
+            assert_eq!(missing, &["/TestPlugin/crash"]);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(err.to_string().contains("rebuild"), "{err}");
+}
+
+#[tokio::test]
+async fn a_plugin_that_exits_before_the_handshake_reports_its_status() {
+    let err = plugin_spawn_err::<TestPluginClient>("exit-early").await;
+    match err {
+        PluginError::ExitedBeforeHandshake { status, .. } => assert_eq!(status.code(), Some(3)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_that_never_handshakes_times_out_and_is_killed() {
+    let before = live_children();
+    let started = Instant::now();
+    let err = plugin("never")
+        .handshake_timeout(Duration::from_millis(500))
+        .spawn::<TestPluginClient>()
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(err, PluginError::HandshakeTimeout { .. }),
+        "{err:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(live_children() <= before, "the child was killed and reaped");
+}
+
+#[tokio::test]
+async fn a_wrapper_that_forks_is_not_our_child() {
+    let err = plugin_spawn_err::<TestPluginClient>("fork").await;
+    assert!(matches!(err, PluginError::NotOurChild { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_missing_program_is_a_spawn_error() {
+    let err = Command::new("/nonexistent/plugin")
+        .spawn::<TestPluginClient>()
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, PluginError::Spawn { .. }), "{err:?}");
+}
+
+#[test]
+fn a_plugin_run_by_hand_says_it_needs_its_host() {
+    let out = std::process::Command::new(PLUGIN)
+        .env_remove(uds::plugin::FD_ENV)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("started by its host"), "{said}");
+}
+
+#[tokio::test]
+async fn a_call_that_crashes_the_plugin_gets_the_crash() {
+    let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
+    let err = plugin.client().crash(7).await.unwrap_err();
+    assert!(matches!(err, RpcError::ConnectionClosed { .. }), "{err:?}");
+    assert_eq!(plugin.exited().await.status.code(), Some(7));
+    // Later calls fail at once too.
+    let err = plugin.client().echo("x".into()).await.unwrap_err();
+    assert!(matches!(err, RpcError::ConnectionClosed { .. }), "{err:?}");
+}
+
+#[tokio::test]
+async fn stderr_lines_reach_tracing_with_the_plugins_fields() {
+    let capture = LogCapture::global();
+    let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
+    plugin.client().say("first line".into()).await.unwrap();
+    plugin.client().say("second line".into()).await.unwrap();
+    let pid = plugin.pid().to_string();
+    let lines = |c: &LogCapture| {
+        c.events(|e| {
+            e.target == "uds::plugin"
+                && e.fields.get("pid") == Some(&pid)
+                && e.fields.get("stream").map(String::as_str) == Some("stderr")
+        })
+    };
+    let start = Instant::now();
+    while lines(&capture).len() < 2 && start.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let got = lines(&capture);
+    let messages: Vec<&str> = got.iter().map(|e| e.message.as_str()).collect();
+    assert_eq!(messages, vec!["first line", "second line"]);
+    assert_eq!(
+        got[0].fields.get("plugin").map(String::as_str),
+        Some("test-serve")
+    );
+    plugin.shutdown(Duration::from_secs(5)).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_plugin_flooding_stderr_leaves_host_memory_bounded() {
+    // A subscriber, so that every piece is formatted as an event.
+    let capture = LogCapture::global();
+    let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
+    let pid = plugin.pid().to_string();
+    uds_tests::trim_heap();
+    let before = uds_tests::rss_kib();
+    // 100 MiB in one line: forwarded in pieces of MAX_LINE.
+    let wrote = plugin
+        .client()
+        .clone()
+        .with_options(uds::rpc::CallOptions::timeout(Duration::from_secs(120)))
+        .spew(100)
+        .await
+        .unwrap();
+    assert_eq!(wrote, 100);
+    plugin.shutdown(Duration::from_secs(5)).await.unwrap();
+    let pieces = capture.events(|e| e.fields.get("pid") == Some(&pid)).len();
+    // What the capture itself kept is not the host's doing.
+    capture.forget(|e| e.fields.get("pid") == Some(&pid));
+    uds_tests::trim_heap();
+    let after = uds_tests::rss_kib();
+    assert!(
+        pieces >= 12_800,
+        "the line was forwarded in {pieces} pieces"
+    );
+    let grew = after.saturating_sub(before);
+    eprintln!("host RSS {before} KiB -> {after} KiB after the plugin wrote 100 MiB to stderr");
+    // The forwarder holds one 8 KiB buffer whatever the plugin writes.
+    assert!(grew < 8 * 1024, "host RSS grew by {grew} KiB");
+}

@@ -1,0 +1,90 @@
+//! 100 plugins started and stopped in a loop leave no descriptor and no
+//! process behind. In its own test binary, so that no other test's
+//! descriptors or children disturb the counts.
+
+use std::time::{Duration, Instant};
+
+use uds::plugin::Command;
+use uds_tests::plugin_api::TestPluginClient;
+
+const PLUGIN: &str = env!("CARGO_BIN_EXE_uds-test-plugin");
+
+fn plugin() -> Command {
+    Command::new(PLUGIN).arg("serve")
+}
+
+/// Our child processes that are still running (zombies count as gone).
+fn live_children() -> usize {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            stat.rsplit_once(')').is_some_and(|(_, rest)| {
+                let mut f = rest.split_whitespace();
+                let state = f.next();
+                let ppid = f.next();
+                state != Some("Z") && ppid == Some(me.as_str())
+            })
+        })
+        .count()
+}
+
+/// Our child processes, zombies included (a zombie is a child not reaped).
+fn children_incl_zombies() -> usize {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
+        .filter(|stat| {
+            stat.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.split_whitespace().nth(1) == Some(me.as_str()))
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn a_hundred_plugins_started_and_stopped_leave_nothing_behind() {
+    // Warm up (first spawn sets up the runtime's child reaping).
+    plugin()
+        .spawn::<TestPluginClient>()
+        .await
+        .unwrap()
+        .shutdown(Duration::from_secs(5))
+        .await
+        .unwrap();
+    let fds = uds_tests::open_fds();
+    let children = live_children();
+    for i in 0..100 {
+        let p = plugin().spawn::<TestPluginClient>().await.unwrap();
+        assert_eq!(
+            p.client().echo(format!("{i}")).await.unwrap(),
+            format!("{i}")
+        );
+        if i % 2 == 0 {
+            p.shutdown(Duration::from_secs(5)).await.unwrap();
+        } else {
+            let pid = p.pid();
+            drop(p);
+            let start = Instant::now();
+            while std::path::Path::new(&format!("/proc/{pid}")).exists()
+                && start.elapsed() < Duration::from_secs(2)
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    let start = Instant::now();
+    while (uds_tests::open_fds() > fds || children_incl_zombies() > children)
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(uds_tests::open_fds(), fds, "descriptors back to baseline");
+    assert_eq!(live_children(), children, "processes back to baseline");
+    assert_eq!(children_incl_zombies(), children, "every child was reaped");
+}

@@ -1,0 +1,571 @@
+//! The host side: spawn a plugin on an inherited socket, check it, supervise
+//! it, stop it.
+
+use std::ffi::OsString;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::error::{Exited, PluginError};
+use super::handshake::{HANDSHAKE_METHOD, Hello, PROTOCOL_VERSION, SHUTDOWN_METHOD, ServiceInfo};
+use super::output::{self, Which};
+use super::{FD_ENV, PluginClient};
+use crate::cred::Cred;
+use crate::net::Conn;
+use crate::rpc::{CallOptions, Client, ClientBuilder};
+use crate::sys;
+
+/// How long a plugin has, by default, from its start to the end of the
+/// handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// After a failed handshake, how long to wait for the child to exit by
+/// itself (to report its exit status) before killing it.
+const EXIT_REPORT_WAIT: Duration = Duration::from_millis(500);
+
+/// What becomes of a plugin's stdout or stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Output {
+    /// Each line becomes a `tracing` event (target `uds::plugin`, level
+    /// INFO, with the fields `plugin`, `pid` and `stream`), in bounded
+    /// memory (lines over [`MAX_LINE`](super::MAX_LINE) bytes are cut). The default.
+    #[default]
+    Log,
+    /// The plugin writes to the host's own stdout or stderr.
+    Inherit,
+    /// Discarded.
+    Discard,
+}
+
+/// Starts plugin processes: a program, its arguments and environment, and how
+/// the host checks and supervises it.
+///
+/// The child gets one end of a socketpair as an inherited descriptor (its
+/// number in the `UDS_PLUGIN_FD` environment variable; no filesystem path,
+/// so nothing to squat or race), and hands back over it a fresh socket of
+/// its own making, whose creator the kernel reports: the host checks that
+/// this is the pid it spawned. A handshake then tells the plugin's protocol
+/// version, services and methods, checked against the client asked for.
+///
+/// ```no_run
+/// # #[uds::service] pub trait Greeter { async fn hello(&self, name: String) -> String; }
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let plugin = uds::plugin::Command::new("./greeter-plugin")
+///     .arg("--verbose")
+///     .spawn::<GreeterClient>()
+///     .await?;
+/// println!("{}", plugin.client().hello("host".into()).await?);
+/// let status = plugin.shutdown(std::time::Duration::from_secs(5)).await?;
+/// assert!(status.success());
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use = "a Command starts nothing until .spawn().await"]
+pub struct Command {
+    program: PathBuf,
+    args: Vec<OsString>,
+    envs: Vec<(OsString, OsString)>,
+    current_dir: Option<PathBuf>,
+    name: Option<String>,
+    handshake_timeout: Duration,
+    stdout: Output,
+    stderr: Output,
+    parent_death_kill: bool,
+    client: ClientBuilder,
+}
+
+impl Command {
+    /// A command that runs `program` (looked up in `PATH` if it has no `/`).
+    pub fn new(program: impl AsRef<Path>) -> Self {
+        Command {
+            program: program.as_ref().to_path_buf(),
+            args: Vec::new(),
+            envs: Vec::new(),
+            current_dir: None,
+            name: None,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            stdout: Output::Log,
+            stderr: Output::Log,
+            parent_death_kill: false,
+            client: Client::builder(),
+        }
+    }
+
+    /// Adds an argument.
+    pub fn arg(mut self, arg: impl Into<OsString>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Adds arguments.
+    pub fn args(mut self, args: impl IntoIterator<Item = impl Into<OsString>>) -> Self {
+        self.args.extend(args.into_iter().map(Into::into));
+        self
+    }
+
+    /// Sets an environment variable for the plugin (on top of the host's).
+    pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
+        self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// The plugin's working directory (default: the host's).
+    pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Self {
+        self.current_dir = Some(dir.as_ref().to_path_buf());
+        self
+    }
+
+    /// The plugin's name in errors and log events (default: the program's
+    /// file name).
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How long the plugin has from its start to the end of the handshake
+    /// (default [`DEFAULT_HANDSHAKE_TIMEOUT`]). A plugin that takes longer is
+    /// killed and [`PluginError::HandshakeTimeout`] returned.
+    pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
+        self.handshake_timeout = timeout;
+        self
+    }
+
+    /// What becomes of the plugin's stdout (default [`Output::Log`]).
+    pub fn stdout(mut self, output: Output) -> Self {
+        self.stdout = output;
+        self
+    }
+
+    /// What becomes of the plugin's stderr (default [`Output::Log`]).
+    pub fn stderr(mut self, output: Output) -> Self {
+        self.stderr = output;
+        self
+    }
+
+    /// Linux only (ignored elsewhere): the kernel kills the plugin with
+    /// `SIGKILL` if the host dies, even by `SIGKILL` (`PR_SET_PDEATHSIG`).
+    /// Off by default.
+    ///
+    /// The kernel sends the signal when the *thread* that spawned the plugin
+    /// exits, so spawn from a thread that lives as long as the host (a
+    /// runtime's worker threads do; `spawn_blocking` threads do not). Without
+    /// this, a plugin still notices a dead host: its connection closes, and
+    /// [`serve`](super::serve) returns once its calls in flight are done.
+    pub fn kill_on_host_death(mut self, yes: bool) -> Self {
+        self.parent_death_kill = yes;
+        self
+    }
+
+    /// The settings of the RPC client over the plugin's connection (default
+    /// [`Client::builder`]'s).
+    pub fn client(mut self, builder: ClientBuilder) -> Self {
+        self.client = builder;
+        self
+    }
+
+    fn display_name(&self) -> String {
+        self.name.clone().unwrap_or_else(|| {
+            self.program.file_name().map_or_else(
+                || self.program.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            )
+        })
+    }
+
+    /// Starts the plugin, waits for its handshake, checks it serves `C`'s
+    /// service with all of `C`'s methods, and returns it with a typed client.
+    /// Must be called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`PluginError::Spawn`] if the program cannot be started;
+    /// [`PluginError::ExitedBeforeHandshake`], [`PluginError::HandshakeTimeout`],
+    /// [`PluginError::NotOurChild`], [`PluginError::VersionMismatch`],
+    /// [`PluginError::MissingService`] or [`PluginError::MissingMethods`] if
+    /// the plugin does not check out; the child is then killed and reaped,
+    /// never left behind.
+    ///
+    /// # Cancel safety
+    /// Dropping the future kills the child.
+    pub async fn spawn<C: PluginClient>(&self) -> Result<Plugin<C>, PluginError> {
+        let name = self.display_name();
+        let (host_end, child_end) =
+            std::os::unix::net::UnixStream::pair().map_err(|e| PluginError::io("socketpair", e))?;
+        let mut cmd = std::process::Command::new(&self.program);
+        cmd.args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .env(FD_ENV, child_end.as_raw_fd().to_string())
+            .stdin(Stdio::null())
+            .stdout(stdio(self.stdout))
+            .stderr(stdio(self.stderr));
+        if let Some(dir) = &self.current_dir {
+            cmd.current_dir(dir);
+        }
+        sys::process::inherit_fd_in_child(&mut cmd, child_end.as_raw_fd(), self.parent_death_kill);
+        let mut cmd = tokio::process::Command::from(cmd);
+        cmd.kill_on_drop(true);
+        let mut child = cmd.spawn().map_err(|source| PluginError::Spawn {
+            program: self.program.clone(),
+            source,
+        })?;
+        // Only the child holds its end now: its death ends the connection.
+        drop(child_end);
+        let Some(pid) = child.id() else {
+            let status = child.wait().await.unwrap_or_else(|_| killed());
+            return Err(PluginError::ExitedBeforeHandshake {
+                name,
+                pid: 0,
+                status,
+            });
+        };
+        let mut forwarders = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            forwarders.push(tokio::spawn(output::forward(
+                out,
+                Which::Stdout,
+                name.clone(),
+                pid,
+            )));
+        }
+        if let Some(err) = child.stderr.take() {
+            forwarders.push(tokio::spawn(output::forward(
+                err,
+                Which::Stderr,
+                name.clone(),
+                pid,
+            )));
+        }
+        let greeted = tokio::select! {
+            r = tokio::time::timeout(self.handshake_timeout, greet(host_end, pid, &name, self.client.clone())) => r,
+            status = child.wait() => {
+                let status = status.unwrap_or_else(|_| killed());
+                return Err(PluginError::ExitedBeforeHandshake { name, pid, status });
+            }
+        };
+        let (rpc, hello) = match greeted {
+            Ok(Ok(ok)) => ok,
+            Ok(Err(err @ PluginError::NotOurChild { .. })) => {
+                kill_and_reap(&mut child).await;
+                return Err(err);
+            }
+            Ok(Err(err)) => {
+                // If the child is on its way out, its exit status says more.
+                let status = tokio::time::timeout(EXIT_REPORT_WAIT, child.wait()).await;
+                if let Ok(Ok(status)) = status {
+                    return Err(PluginError::ExitedBeforeHandshake { name, pid, status });
+                }
+                kill_and_reap(&mut child).await;
+                return Err(err);
+            }
+            Err(_elapsed) => {
+                kill_and_reap(&mut child).await;
+                return Err(PluginError::HandshakeTimeout {
+                    name,
+                    pid,
+                    after: self.handshake_timeout,
+                });
+            }
+        };
+        if let Err(err) = check::<C>(&name, &hello) {
+            kill_and_reap(&mut child).await;
+            return Err(err);
+        }
+        let kill = CancellationToken::new();
+        let (tx, status) = watch::channel(None);
+        let supervisor = tokio::spawn(supervise(child, kill.clone(), tx, name.clone(), pid));
+        Ok(Plugin {
+            client: C::from_rpc(rpc.clone()),
+            rpc,
+            name,
+            pid,
+            services: hello.services,
+            status,
+            kill,
+            supervisor: Some(supervisor),
+            forwarders,
+        })
+    }
+}
+
+fn stdio(output: Output) -> Stdio {
+    match output {
+        Output::Log => Stdio::piped(),
+        Output::Inherit => Stdio::inherit(),
+        Output::Discard => Stdio::null(),
+    }
+}
+
+/// The status reported for a child whose real status could not be read: it
+/// was killed (with the runtime, or by us).
+fn killed() -> ExitStatus {
+    ExitStatus::from_raw(9)
+}
+
+async fn kill_and_reap(child: &mut tokio::process::Child) {
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+}
+
+/// Receives the plugin's own socket over the inherited one, checks its
+/// creator is our child, and asks for the handshake over it.
+async fn greet(
+    host_end: std::os::unix::net::UnixStream,
+    pid: u32,
+    name: &str,
+    client: ClientBuilder,
+) -> Result<(Client, Hello), PluginError> {
+    host_end
+        .set_nonblocking(true)
+        .map_err(|e| PluginError::io("set_nonblocking", e))?;
+    let boot = tokio::net::UnixStream::from_std(host_end)
+        .map_err(|e| PluginError::io("register plugin socket", e))?;
+    let mut buf = [0u8; 64];
+    let (len, fd) = loop {
+        boot.readable()
+            .await
+            .map_err(|e| PluginError::io("wait for the plugin", e))?;
+        match boot.try_io(tokio::io::Interest::READABLE, || {
+            sys::process::recv_fd(boot.as_fd(), &mut buf)
+        }) {
+            Ok(got) => break got,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(PluginError::io("receive the plugin's socket", e)),
+        }
+    };
+    let bad = |what: &str| PluginError::BadHandshake {
+        name: name.to_owned(),
+        what: what.to_owned(),
+    };
+    let Some(fd) = fd else {
+        return Err(bad(if len == 0 {
+            "the plugin closed its socket without handing over a connection"
+        } else {
+            "the plugin's first message carried no socket"
+        }));
+    };
+    if &buf[..len] != super::handshake::BOOTSTRAP {
+        return Err(bad(
+            "the plugin's first message is not a uds plugin greeting",
+        ));
+    }
+    let stream = std::os::unix::net::UnixStream::from(fd);
+    let creator = Cred::of_peer(&stream)
+        .map_err(|e| PluginError::io("read peer credentials", std::io::Error::other(e)))?;
+    if u32::try_from(creator.pid).ok() != Some(pid) {
+        return Err(PluginError::NotOurChild {
+            name: name.to_owned(),
+            expected: pid,
+            found: creator.pid,
+        });
+    }
+    let rpc = client.build(Conn::from_std(stream)?);
+    let reply = rpc
+        .call(
+            HANDSHAKE_METHOD,
+            Bytes::from(format!("uds-plugin {PROTOCOL_VERSION}\n")),
+        )
+        .await?;
+    let hello = Hello::parse(&reply).map_err(|what| PluginError::BadHandshake {
+        name: name.to_owned(),
+        what,
+    })?;
+    Ok((rpc, hello))
+}
+
+/// Checks the handshake against what the host expects of `C`.
+fn check<C: PluginClient>(name: &str, hello: &Hello) -> Result<(), PluginError> {
+    if hello.version != PROTOCOL_VERSION.to_string() {
+        return Err(PluginError::VersionMismatch {
+            name: name.to_owned(),
+            expected: PROTOCOL_VERSION,
+            found: hello.version.clone(),
+        });
+    }
+    check_service::<C>(name, &hello.services)
+}
+
+fn check_service<C: PluginClient>(name: &str, services: &[ServiceInfo]) -> Result<(), PluginError> {
+    let Some(found) = services.iter().find(|s| s.name == C::SERVICE) else {
+        return Err(PluginError::MissingService {
+            name: name.to_owned(),
+            service: C::SERVICE,
+            offered: services.iter().map(|s| s.name.clone()).collect(),
+        });
+    };
+    let missing: Vec<String> = C::METHODS
+        .iter()
+        .filter(|m| !found.methods.iter().any(|f| f == *m))
+        .map(|m| (*m).to_owned())
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(PluginError::MissingMethods {
+            name: name.to_owned(),
+            service: C::SERVICE,
+            missing,
+        })
+    }
+}
+
+/// Waits for the child to exit (or kills it when asked), then publishes its
+/// status.
+async fn supervise(
+    mut child: tokio::process::Child,
+    kill: CancellationToken,
+    tx: watch::Sender<Option<ExitStatus>>,
+    name: String,
+    pid: u32,
+) {
+    let status = tokio::select! {
+        s = child.wait() => s,
+        () = kill.cancelled() => {
+            let _ = child.start_kill();
+            child.wait().await
+        }
+    };
+    let status = status.unwrap_or_else(|err| {
+        tracing::warn!(target: "uds::plugin", plugin = %name, pid, %err, "could not read the plugin's exit status");
+        killed()
+    });
+    if status.success() {
+        tracing::debug!(target: "uds::plugin", plugin = %name, pid, %status, "plugin exited");
+    } else {
+        tracing::warn!(target: "uds::plugin", plugin = %name, pid, %status, "plugin exited");
+    }
+    tx.send_replace(Some(status));
+}
+
+/// A running plugin process and a typed client over its connection.
+///
+/// Dropping it kills the process (no orphan); [`Plugin::shutdown`] stops it
+/// gracefully.
+#[derive(Debug)]
+pub struct Plugin<C> {
+    client: C,
+    rpc: Client,
+    name: String,
+    pid: u32,
+    services: Vec<ServiceInfo>,
+    status: watch::Receiver<Option<ExitStatus>>,
+    kill: CancellationToken,
+    supervisor: Option<JoinHandle<()>>,
+    forwarders: Vec<JoinHandle<()>>,
+}
+
+impl<C: PluginClient> Plugin<C> {
+    /// The typed client. Clone it to keep using it elsewhere; every clone
+    /// shares the plugin's connection.
+    pub fn client(&self) -> &C {
+        &self.client
+    }
+
+    /// A typed client for another service the plugin serves (a plugin may
+    /// implement several traits), over the same connection.
+    ///
+    /// # Errors
+    /// [`PluginError::MissingService`] or [`PluginError::MissingMethods`] if
+    /// the plugin's handshake did not offer it.
+    pub fn client_for<D: PluginClient>(&self) -> Result<D, PluginError> {
+        check_service::<D>(&self.name, &self.services)?;
+        Ok(D::from_rpc(self.rpc.clone()))
+    }
+
+    /// The untyped RPC client over the plugin's connection.
+    pub fn rpc(&self) -> &Client {
+        &self.rpc
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The plugin's process id.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The services the plugin said it serves.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.services.iter().map(|s| s.name.as_str())
+    }
+
+    /// The plugin's exit status, if it has exited.
+    pub fn try_status(&self) -> Option<ExitStatus> {
+        *self.status.borrow()
+    }
+
+    /// Waits for the plugin to exit and tells how.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn exited(&self) -> Exited {
+        let mut rx = self.status.clone();
+        let status = match rx.wait_for(Option::is_some).await {
+            Ok(s) => s.unwrap_or_else(killed),
+            // The supervisor went with its runtime, which kills the child.
+            Err(_) => killed(),
+        };
+        Exited {
+            name: self.name.clone(),
+            pid: self.pid,
+            status,
+        }
+    }
+
+    /// Kills the plugin (`SIGKILL`) without waiting; see [`Plugin::exited`].
+    pub fn kill(&self) {
+        self.kill.cancel();
+    }
+
+    /// Stops the plugin gracefully: asks it to stop (a built-in control
+    /// method, not one of yours), lets its calls in flight finish, and waits
+    /// for it to exit; kills it if it has not exited after `grace`. Returns
+    /// its exit status.
+    ///
+    /// # Errors
+    /// None today (an unreachable plugin is killed); the `Result` leaves room
+    /// for reporting a failed stop.
+    pub async fn shutdown(self, grace: Duration) -> Result<ExitStatus, PluginError> {
+        let deadline = tokio::time::Instant::now() + grace;
+        if self.try_status().is_none() {
+            let ask =
+                self.rpc
+                    .call_with(SHUTDOWN_METHOD, Bytes::new(), CallOptions::timeout(grace));
+            // A plugin already gone or wedged is killed below.
+            let _ = tokio::time::timeout_at(deadline, ask).await;
+        }
+        let exited = if let Ok(exited) = tokio::time::timeout_at(deadline, self.exited()).await {
+            exited
+        } else {
+            tracing::warn!(target: "uds::plugin", plugin = %self.name, pid = self.pid, ?grace, "plugin did not exit within its grace period; killing it");
+            self.kill.cancel();
+            self.exited().await
+        };
+        Ok(exited.status)
+    }
+}
+
+impl<C> Drop for Plugin<C> {
+    fn drop(&mut self) {
+        // The supervisor kills and reaps the child; if the runtime is gone,
+        // tokio's kill-on-drop of the child does.
+        self.kill.cancel();
+        drop(self.supervisor.take());
+        for f in &self.forwarders {
+            // Output still buffered is lost with a killed plugin anyway; a
+            // grandchild holding the pipe must not keep the task alive.
+            if self.status.borrow().is_none() {
+                f.abort();
+            }
+        }
+    }
+}
