@@ -54,7 +54,9 @@ fn set_parent_death_kill(parent: nix::unistd::Pid) -> io::Result<()> {
     Ok(())
 }
 
+// Same signature as the Linux one; there is nothing to do here.
 #[cfg(not(any(target_os = "linux", target_os = "android")))]
+#[allow(clippy::unnecessary_wraps)]
 fn set_parent_death_kill(_parent: nix::unistd::Pid) -> io::Result<()> {
     Ok(())
 }
