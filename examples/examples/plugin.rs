@@ -1,17 +1,15 @@
-//! A host process and its plugin, in one binary.
+//! A host process and its plugin, in one binary, on `uds::plugin`.
 //!
-//! The host starts this same program as a child in plugin mode, handing it a
-//! socket path in a private temporary directory. The plugin serves the typed
-//! `Plugin` service there (mode 0600, same-user policy); the host connects —
-//! checking that the socket is its own user's and that the process listening
-//! runs as its user — calls typed methods, follows a server stream of
-//! progress reports, and asks the plugin to quit. The plugin finishes the
-//! calls in flight, removes its socket and exits 0.
+//! The host starts this same program as a child in plugin mode with
+//! `uds::plugin::Command`: the child inherits one end of a socketpair (no
+//! socket path), hands back a socket of its own that the host checks is
+//! really its child's, and answers a handshake that names every method of
+//! the `Plugin` trait. The host calls typed methods, follows a server stream
+//! of progress reports, and stops the plugin gracefully: the plugin finishes
+//! the calls in flight and exits 0.
 //!
 //! Run: `cargo run -p uds-examples --example plugin`
 
-use std::io::BufRead;
-use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -59,13 +57,9 @@ pub trait Plugin {
     async fn transform(&self, ctx: &Context, text: String) -> Result<String, TransformError>;
     /// Runs `steps` steps of work, reporting each.
     async fn run(&self, steps: u32) -> ServerStream<Progress>;
-    /// Asks the plugin to exit once the calls in flight are done.
-    async fn quit(&self);
 }
 
-struct Impl {
-    quit: Arc<tokio::sync::Notify>,
-}
+struct Impl;
 
 impl Plugin for Impl {
     async fn info(&self) -> Info {
@@ -100,86 +94,58 @@ impl Plugin for Impl {
         });
         stream
     }
-
-    async fn quit(&self) {
-        self.quit.notify_one();
-    }
-}
-
-async fn plugin_main(path: &str) -> Result<(), Box<dyn std::error::Error>> {
-    let quit = Arc::new(tokio::sync::Notify::new());
-    let server = PluginServer::new(Impl { quit: quit.clone() }).build()?;
-    server.serve(uds::net::Listener::bind(path)?);
-    println!("ready"); // the host waits for this line
-    quit.notified().await;
-    let report = server.shutdown(Duration::from_secs(5)).await;
-    eprintln!("plugin: stopped ({report:?})");
-    Ok(())
 }
 
 async fn host_main() -> Result<(), Box<dyn std::error::Error>> {
-    let dir = tempfile::tempdir()?;
-    let path = dir.path().join("plugin.sock");
-    let mut child = std::process::Command::new(std::env::current_exe()?)
+    let plugin = uds::plugin::Command::new(std::env::current_exe()?)
         .arg("--plugin")
-        .arg(&path)
-        .stdout(std::process::Stdio::piped())
-        .spawn()?;
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    let ready = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        std::io::BufReader::new(stdout)
-            .read_line(&mut line)
-            .map(|_| line)
-    })
-    .await??;
-    if ready.trim() != "ready" {
-        return Err(format!("plugin did not start: {ready:?}").into());
-    }
-
-    let plugin = PluginClient::connect(&path).await?;
+        .name("upper")
+        // Show the plugin's own stderr lines as they are (the default logs them
+        // as `tracing` events).
+        .stderr(uds::plugin::Output::Inherit)
+        .spawn::<PluginClient>()
+        .await?;
     println!(
-        "host: connected to plugin process {}",
-        plugin.rpc().peer_cred()
+        "host: connected to plugin process {} ({})",
+        plugin.pid(),
+        plugin.client().rpc().peer_cred()
     );
-    let info = plugin.info().await?;
+    let client = plugin.client();
+    let info = client.info().await?;
     println!(
         "host: plugin {} {} (pid {})",
         info.name, info.version, info.pid
     );
     println!(
         "host: transform -> {}",
-        plugin.transform("hello plugin".into()).await?
+        client.transform("hello plugin".into()).await?
     );
-    match plugin.transform(String::new()).await {
+    match client.transform(String::new()).await {
         Err(uds::CallError::App(e)) => {
             println!("host: transform of nothing -> application error: {e}");
         }
         other => return Err(format!("expected an application error, got {other:?}").into()),
     }
-    let mut progress = plugin.run(5).await?;
+    let mut progress = client.run(5).await?;
     while let Some(p) = progress.next().await {
         let p = p?;
         println!("host: progress {}/{}", p.step, p.of);
     }
-    plugin.quit().await?;
-    let status = tokio::task::spawn_blocking(move || child.wait()).await??;
+    let status = plugin.shutdown(Duration::from_secs(5)).await?;
     println!("host: plugin exited with {status}");
     if !status.success() {
         return Err("plugin failed".into());
-    }
-    if path.exists() {
-        return Err("plugin left its socket behind".into());
     }
     println!("host: done");
     Ok(())
 }
 
 #[tokio::main]
-async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.get(1).map(String::as_str) {
-        Some("--plugin") => plugin_main(args.get(2).ok_or("--plugin needs a socket path")?).await,
-        _ => host_main().await,
+async fn main() -> Result<std::process::ExitCode, Box<dyn std::error::Error>> {
+    if std::env::args().nth(1).as_deref() == Some("--plugin") {
+        // The whole plugin side: serve until the host closes or stops us.
+        return Ok(uds::plugin::run(PluginServer::new(Impl)).await);
     }
+    host_main().await?;
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -43,6 +43,28 @@ fn hello_greets_by_uid() {
 }
 
 #[test]
+fn plugin_host_runs_a_separate_plugin_binary() {
+    let plugin = example("greeter_plugin");
+    // Run by hand, the plugin says it needs its host.
+    let by_hand = Command::new(&plugin).output().expect("run plugin");
+    assert_eq!(by_hand.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&by_hand.stderr).contains("started by its host"));
+    let out = run("plugin_host");
+    for want in [
+        "host: started plugin greeter (pid ",
+        "host: hello world, from plugin pid ",
+        "host: counted [1, 2, 3]",
+        "host: call during the crash failed: ",
+        "exited: exit status: 3",
+        "host: restarted as pid ",
+        "host: hello again, from plugin pid ",
+        "host: plugin stopped with exit status: 0",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
+#[test]
 fn plugin_host_talks_to_its_child_and_shuts_it_down() {
     let out = run("plugin");
     for want in [
