@@ -18,6 +18,10 @@
 //! | [`codec`] | JSON (feature `json`) and protobuf (feature `proto`) encoding of values |
 //! | [`stream`] | typed streams of JSON or protobuf values over one connection |
 //! | [`service`](mod@service), [`macro@service`] | `#[uds::service]`: typed clients and servers from a trait |
+//! | [`plugin`] | plugin processes: spawn on an inherited socketpair, handshake, supervise, stop; the plugin's one-line `serve` |
+//!
+//! For a host running plugins, start with [`plugin`]: its docs show the
+//! trait, the plugin's `main` and the host in a few lines.
 //!
 //! # Example
 //!
@@ -62,7 +66,10 @@
 //!
 //! - The listener binds its socket in a fresh private directory, sets mode
 //!   and owner there, and only then links it at its path: the socket is never
-//!   reachable with looser permissions than asked.
+//!   reachable with looser permissions than asked. Every step works through
+//!   directory descriptors opened without following links, so a user who can
+//!   write the socket's directory can make a bind fail, never make it touch
+//!   another file.
 //! - An existing path is replaced only if it is a socket no server answers
 //!   on; a regular file, a directory, a symlink or a live server is an error.
 //! - The [`auth::Policy`] runs on the kernel credentials of each accepted
@@ -183,3 +190,9 @@ pub use uds_macros::service;
 
 #[doc(hidden)]
 pub use service::__private;
+
+/// The README's code blocks, compiled and run as doc tests so that every
+/// snippet there works as written.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
