@@ -43,6 +43,10 @@ fn cut(mut text: String) -> String {
 pub struct LogCapture {
     events: Arc<Mutex<Vec<Logged>>>,
     dropped: Arc<AtomicU64>,
+    /// Every event seen, kept or not.
+    seen: Arc<AtomicU64>,
+    /// Whether events are kept (else only counted).
+    discard: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl LogCapture {
@@ -59,11 +63,32 @@ impl LogCapture {
             .clone()
     }
 
+    /// Events seen so far, kept or not.
+    pub fn seen(&self) -> u64 {
+        self.seen.load(Ordering::Relaxed)
+    }
+
+    /// Stops (or resumes) keeping events: they are still formatted and
+    /// counted in [`LogCapture::seen`]. For tests that measure memory.
+    pub fn keep(&self, keep: bool) {
+        self.discard.store(!keep, Ordering::Relaxed);
+    }
+
     /// Drops the kept events that match `drop` (and the memory they held).
     pub fn forget(&self, drop: impl Fn(&Logged) -> bool) {
         let mut events = self.events.lock().expect("capture lock");
         events.retain(|e| !drop(e));
         events.shrink_to_fit();
+    }
+
+    /// How many kept events match `which` (without copying them).
+    pub fn count(&self, which: impl Fn(&Logged) -> bool) -> usize {
+        self.events
+            .lock()
+            .expect("capture lock")
+            .iter()
+            .filter(|e| which(e))
+            .count()
     }
 
     /// The events kept so far that match `keep`.
@@ -123,6 +148,10 @@ impl tracing::Subscriber for LogCapture {
             fields: HashMap::new(),
         };
         event.record(&mut Fields(&mut logged));
+        self.seen.fetch_add(1, Ordering::Relaxed);
+        if self.discard.load(Ordering::Relaxed) {
+            return;
+        }
         let mut events = self.events.lock().expect("capture lock");
         if events.len() < KEEP {
             events.push(logged);

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use uds::plugin::{Command, PluginError};
+use uds::plugin::{Command, PluginError, Restart};
 use uds::rpc::RpcError;
 use uds_tests::log_capture::LogCapture;
 use uds_tests::plugin_api::{AdminClient, TestPluginClient};
@@ -72,7 +72,7 @@ async fn a_plugin_serves_its_trait_and_stops_gracefully() {
         .collect()
         .await;
     assert_eq!(items, vec![0, 1, 2, 3, 4]);
-    assert_eq!(plugin.services().collect::<Vec<_>>(), vec!["TestPlugin"]);
+    assert_eq!(plugin.services(), vec!["TestPlugin"]);
     assert!(plugin.try_status().is_none());
     // A call in flight when the host asks the plugin to stop still finishes.
     let slow = tokio::spawn({
@@ -345,34 +345,74 @@ async fn stderr_lines_reach_tracing_with_the_plugins_fields() {
 }
 
 #[tokio::test]
-async fn a_plugin_flooding_stderr_leaves_host_memory_bounded() {
-    // A subscriber, so that every piece is formatted as an event.
-    let capture = LogCapture::global();
-    let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
-    let pid = plugin.pid().to_string();
-    uds_tests::trim_heap();
-    let before = uds_tests::rss_kib();
-    // 100 MiB in one line: forwarded in pieces of MAX_LINE.
-    let wrote = plugin
-        .client()
-        .clone()
-        .with_options(uds::rpc::CallOptions::timeout(Duration::from_secs(120)))
-        .spew(100)
+async fn a_crashed_plugin_is_restarted_with_backoff_and_later_calls_succeed() {
+    let plugin = plugin("crash-on-3")
+        .restart(Restart::new().backoff(Duration::from_millis(200), Duration::from_secs(1)))
+        .spawn::<TestPluginClient>()
         .await
         .unwrap();
-    assert_eq!(wrote, 100);
-    plugin.shutdown(Duration::from_secs(5)).await.unwrap();
-    let pieces = capture.events(|e| e.fields.get("pid") == Some(&pid)).len();
-    // What the capture itself kept is not the host's doing.
-    capture.forget(|e| e.fields.get("pid") == Some(&pid));
-    uds_tests::trim_heap();
-    let after = uds_tests::rss_kib();
+    let first_pid = plugin.pid();
+    let client = plugin.client();
+    assert_eq!(client.echo("1".into()).await.unwrap(), "1");
+    assert_eq!(client.echo("2".into()).await.unwrap(), "2");
+    // The crashing call gets the crash, not a silent retry.
+    let err = client.echo("3".into()).await.unwrap_err();
+    let crashed_at = Instant::now();
+    assert!(matches!(err, RpcError::ConnectionClosed { .. }), "{err:?}");
+    let fresh = plugin.running().await.unwrap();
+    let waited = crashed_at.elapsed();
     assert!(
-        pieces >= 12_800,
-        "the line was forwarded in {pieces} pieces"
+        waited >= Duration::from_millis(150),
+        "restarted after {waited:?}: backoff"
     );
-    let grew = after.saturating_sub(before);
-    eprintln!("host RSS {before} KiB -> {after} KiB after the plugin wrote 100 MiB to stderr");
-    // The forwarder holds one 8 KiB buffer whatever the plugin writes.
-    assert!(grew < 8 * 1024, "host RSS grew by {grew} KiB");
+    assert_eq!(plugin.restarts(), 1);
+    assert_eq!(plugin.last_exit().unwrap().status.code(), Some(3));
+    assert_eq!(plugin.last_exit().unwrap().pid, first_pid);
+    assert_ne!(plugin.pid(), first_pid);
+    assert!(plugin.try_status().is_none(), "not down for good");
+    // Later calls succeed, on the new process, through either client.
+    assert_eq!(fresh.echo("4".into()).await.unwrap(), "4");
+    assert_eq!(plugin.client().pid().await.unwrap(), plugin.pid());
+    let pid = plugin.pid();
+    let status = plugin.shutdown(Duration::from_secs(5)).await.unwrap();
+    assert!(status.success(), "a stop is not a crash: {status}");
+    assert!(!alive(pid) && !alive(first_pid));
+}
+
+#[tokio::test]
+async fn restarts_stop_at_the_policys_limit() {
+    let plugin = plugin("crash-on-1")
+        .restart(
+            Restart::new()
+                .max_restarts(2)
+                .backoff(Duration::from_millis(10), Duration::from_millis(20)),
+        )
+        .spawn::<TestPluginClient>()
+        .await
+        .unwrap();
+    let mut pids = vec![plugin.pid()];
+    for round in 0..3 {
+        let client = plugin
+            .running()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(
+            client.echo("x".into()).await.is_err(),
+            "round {round} crashes"
+        );
+        if round < 2 {
+            let next = plugin.running().await.unwrap();
+            drop(next);
+            pids.push(plugin.pid());
+        }
+    }
+    let exited = plugin.running().await.unwrap_err();
+    assert_eq!(exited.status.code(), Some(3));
+    assert_eq!(plugin.restarts(), 2);
+    assert_eq!(plugin.try_status().and_then(|s| s.code()), Some(3));
+    pids.dedup();
+    assert_eq!(pids.len(), 3, "three processes: {pids:?}");
+    for pid in pids {
+        assert!(!alive(pid));
+    }
 }

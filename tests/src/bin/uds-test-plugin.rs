@@ -8,7 +8,9 @@
 //! - `exit-early`: exits with code 3 before serving;
 //! - `never`: never answers (sleeps);
 //! - `fork`: starts a copy of itself that serves, and waits for it (a
-//!   wrapper that forks instead of exec'ing).
+//!   wrapper that forks instead of exec'ing);
+//! - `crash-on-N`: serves `TestPlugin`, and exits with code 3 on its Nth
+//!   `echo` call.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -19,11 +21,17 @@ use uds_tests::plugin_api::{Admin, AdminServer, TestPlugin, TestPluginServer};
 
 static SERVED: AtomicU64 = AtomicU64::new(0);
 
+/// With `crash-on-N`, the Nth `echo` call exits the process with code 3.
+static CRASH_ON: AtomicU64 = AtomicU64::new(0);
+
 struct Impl;
 
 impl TestPlugin for Impl {
     async fn echo(&self, text: String) -> String {
-        SERVED.fetch_add(1, Ordering::Relaxed);
+        let n = SERVED.fetch_add(1, Ordering::Relaxed) + 1;
+        if n == CRASH_ON.load(Ordering::Relaxed) {
+            std::process::exit(3);
+        }
         text
     }
 
@@ -124,6 +132,11 @@ async fn main() -> std::process::ExitCode {
                 .status()
                 .expect("start the forked plugin");
             std::process::ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1))
+        }
+        other if other.starts_with("crash-on-") => {
+            let n: u64 = other["crash-on-".len()..].parse().expect("crash-on-N");
+            CRASH_ON.store(n, Ordering::Relaxed);
+            uds::plugin::run(TestPluginServer::new(Impl)).await
         }
         other => {
             eprintln!("unknown mode {other:?}");

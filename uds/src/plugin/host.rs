@@ -9,17 +9,16 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
-use super::error::{Exited, PluginError};
-use super::handshake::{HANDSHAKE_METHOD, Hello, PROTOCOL_VERSION, SHUTDOWN_METHOD, ServiceInfo};
+use super::error::PluginError;
+use super::handshake::{HANDSHAKE_METHOD, Hello, PROTOCOL_VERSION, ServiceInfo};
 use super::output::{self, Which};
+use super::supervisor::{Plugin, Restart};
 use super::{FD_ENV, PluginClient};
 use crate::cred::Cred;
 use crate::net::Conn;
-use crate::rpc::{CallOptions, Client, ClientBuilder};
+use crate::rpc::{Client, ClientBuilder};
 use crate::sys;
 
 /// How long a plugin has, by default, from its start to the end of the
@@ -80,6 +79,7 @@ pub struct Command {
     stderr: Output,
     parent_death_kill: bool,
     client: ClientBuilder,
+    restart: Option<Restart>,
 }
 
 impl Command {
@@ -96,6 +96,7 @@ impl Command {
             stderr: Output::Log,
             parent_death_kill: false,
             client: Client::builder(),
+            restart: None,
         }
     }
 
@@ -171,7 +172,20 @@ impl Command {
         self
     }
 
-    fn display_name(&self) -> String {
+    /// Restarts the plugin after a crash (an exit that is not a success),
+    /// with backoff (default: no restart). The new process's client is used
+    /// by [`Plugin::client`] from then on; calls in flight during the crash
+    /// still fail with it: nothing is retried for you.
+    pub fn restart(mut self, policy: Restart) -> Self {
+        self.restart = Some(policy);
+        self
+    }
+
+    pub(super) fn restart_policy(&self) -> Option<&Restart> {
+        self.restart.as_ref()
+    }
+
+    pub(super) fn display_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {
             self.program.file_name().map_or_else(
                 || self.program.display().to_string(),
@@ -195,6 +209,13 @@ impl Command {
     /// # Cancel safety
     /// Dropping the future kills the child.
     pub async fn spawn<C: PluginClient>(&self) -> Result<Plugin<C>, PluginError> {
+        let started = self.start::<C>().await?;
+        Ok(Plugin::supervise(self.clone(), started))
+    }
+
+    /// Starts the child and checks it; the child is killed and reaped on
+    /// every error, and by `kill_on_drop` if the future is dropped.
+    pub(super) async fn start<C: PluginClient>(&self) -> Result<Started<C>, PluginError> {
         let name = self.display_name();
         let (host_end, child_end) =
             std::os::unix::net::UnixStream::pair().map_err(|e| PluginError::io("socketpair", e))?;
@@ -277,21 +298,27 @@ impl Command {
             kill_and_reap(&mut child).await;
             return Err(err);
         }
-        let kill = CancellationToken::new();
-        let (tx, status) = watch::channel(None);
-        let supervisor = tokio::spawn(supervise(child, kill.clone(), tx, name.clone(), pid));
-        Ok(Plugin {
+        Ok(Started {
             client: C::from_rpc(rpc.clone()),
             rpc,
             name,
             pid,
             services: hello.services,
-            status,
-            kill,
-            supervisor: Some(supervisor),
+            child,
             forwarders,
         })
     }
+}
+
+/// A plugin process that passed its checks.
+pub(super) struct Started<C> {
+    pub(super) client: C,
+    pub(super) rpc: Client,
+    pub(super) name: String,
+    pub(super) pid: u32,
+    pub(super) services: Vec<ServiceInfo>,
+    pub(super) child: tokio::process::Child,
+    pub(super) forwarders: Vec<JoinHandle<()>>,
 }
 
 fn stdio(output: Output) -> Stdio {
@@ -304,7 +331,7 @@ fn stdio(output: Output) -> Stdio {
 
 /// The status reported for a child whose real status could not be read: it
 /// was killed (with the runtime, or by us).
-fn killed() -> ExitStatus {
+pub(super) fn killed() -> ExitStatus {
     ExitStatus::from_raw(9)
 }
 
@@ -391,7 +418,10 @@ fn check<C: PluginClient>(name: &str, hello: &Hello) -> Result<(), PluginError> 
     check_service::<C>(name, &hello.services)
 }
 
-fn check_service<C: PluginClient>(name: &str, services: &[ServiceInfo]) -> Result<(), PluginError> {
+pub(super) fn check_service<C: PluginClient>(
+    name: &str,
+    services: &[ServiceInfo],
+) -> Result<(), PluginError> {
     let Some(found) = services.iter().find(|s| s.name == C::SERVICE) else {
         return Err(PluginError::MissingService {
             name: name.to_owned(),
@@ -412,160 +442,5 @@ fn check_service<C: PluginClient>(name: &str, services: &[ServiceInfo]) -> Resul
             service: C::SERVICE,
             missing,
         })
-    }
-}
-
-/// Waits for the child to exit (or kills it when asked), then publishes its
-/// status.
-async fn supervise(
-    mut child: tokio::process::Child,
-    kill: CancellationToken,
-    tx: watch::Sender<Option<ExitStatus>>,
-    name: String,
-    pid: u32,
-) {
-    let status = tokio::select! {
-        s = child.wait() => s,
-        () = kill.cancelled() => {
-            let _ = child.start_kill();
-            child.wait().await
-        }
-    };
-    let status = status.unwrap_or_else(|err| {
-        tracing::warn!(target: "uds::plugin", plugin = %name, pid, %err, "could not read the plugin's exit status");
-        killed()
-    });
-    if status.success() {
-        tracing::debug!(target: "uds::plugin", plugin = %name, pid, %status, "plugin exited");
-    } else {
-        tracing::warn!(target: "uds::plugin", plugin = %name, pid, %status, "plugin exited");
-    }
-    tx.send_replace(Some(status));
-}
-
-/// A running plugin process and a typed client over its connection.
-///
-/// Dropping it kills the process (no orphan); [`Plugin::shutdown`] stops it
-/// gracefully.
-#[derive(Debug)]
-pub struct Plugin<C> {
-    client: C,
-    rpc: Client,
-    name: String,
-    pid: u32,
-    services: Vec<ServiceInfo>,
-    status: watch::Receiver<Option<ExitStatus>>,
-    kill: CancellationToken,
-    supervisor: Option<JoinHandle<()>>,
-    forwarders: Vec<JoinHandle<()>>,
-}
-
-impl<C: PluginClient> Plugin<C> {
-    /// The typed client. Clone it to keep using it elsewhere; every clone
-    /// shares the plugin's connection.
-    pub fn client(&self) -> &C {
-        &self.client
-    }
-
-    /// A typed client for another service the plugin serves (a plugin may
-    /// implement several traits), over the same connection.
-    ///
-    /// # Errors
-    /// [`PluginError::MissingService`] or [`PluginError::MissingMethods`] if
-    /// the plugin's handshake did not offer it.
-    pub fn client_for<D: PluginClient>(&self) -> Result<D, PluginError> {
-        check_service::<D>(&self.name, &self.services)?;
-        Ok(D::from_rpc(self.rpc.clone()))
-    }
-
-    /// The untyped RPC client over the plugin's connection.
-    pub fn rpc(&self) -> &Client {
-        &self.rpc
-    }
-
-    /// The plugin's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// The plugin's process id.
-    pub fn pid(&self) -> u32 {
-        self.pid
-    }
-
-    /// The services the plugin said it serves.
-    pub fn services(&self) -> impl Iterator<Item = &str> {
-        self.services.iter().map(|s| s.name.as_str())
-    }
-
-    /// The plugin's exit status, if it has exited.
-    pub fn try_status(&self) -> Option<ExitStatus> {
-        *self.status.borrow()
-    }
-
-    /// Waits for the plugin to exit and tells how.
-    ///
-    /// # Cancel safety
-    /// Cancel safe.
-    pub async fn exited(&self) -> Exited {
-        let mut rx = self.status.clone();
-        let status = match rx.wait_for(Option::is_some).await {
-            Ok(s) => s.unwrap_or_else(killed),
-            // The supervisor went with its runtime, which kills the child.
-            Err(_) => killed(),
-        };
-        Exited {
-            name: self.name.clone(),
-            pid: self.pid,
-            status,
-        }
-    }
-
-    /// Kills the plugin (`SIGKILL`) without waiting; see [`Plugin::exited`].
-    pub fn kill(&self) {
-        self.kill.cancel();
-    }
-
-    /// Stops the plugin gracefully: asks it to stop (a built-in control
-    /// method, not one of yours), lets its calls in flight finish, and waits
-    /// for it to exit; kills it if it has not exited after `grace`. Returns
-    /// its exit status.
-    ///
-    /// # Errors
-    /// None today (an unreachable plugin is killed); the `Result` leaves room
-    /// for reporting a failed stop.
-    pub async fn shutdown(self, grace: Duration) -> Result<ExitStatus, PluginError> {
-        let deadline = tokio::time::Instant::now() + grace;
-        if self.try_status().is_none() {
-            let ask =
-                self.rpc
-                    .call_with(SHUTDOWN_METHOD, Bytes::new(), CallOptions::timeout(grace));
-            // A plugin already gone or wedged is killed below.
-            let _ = tokio::time::timeout_at(deadline, ask).await;
-        }
-        let exited = if let Ok(exited) = tokio::time::timeout_at(deadline, self.exited()).await {
-            exited
-        } else {
-            tracing::warn!(target: "uds::plugin", plugin = %self.name, pid = self.pid, ?grace, "plugin did not exit within its grace period; killing it");
-            self.kill.cancel();
-            self.exited().await
-        };
-        Ok(exited.status)
-    }
-}
-
-impl<C> Drop for Plugin<C> {
-    fn drop(&mut self) {
-        // The supervisor kills and reaps the child; if the runtime is gone,
-        // tokio's kill-on-drop of the child does.
-        self.kill.cancel();
-        drop(self.supervisor.take());
-        for f in &self.forwarders {
-            // Output still buffered is lost with a killed plugin anyway; a
-            // grandchild holding the pipe must not keep the task alive.
-            if self.status.borrow().is_none() {
-                f.abort();
-            }
-        }
     }
 }

@@ -62,12 +62,14 @@ mod guest;
 mod handshake;
 mod host;
 mod output;
+mod supervisor;
 
 pub use error::{Exited, PluginError};
 pub use guest::{DEFAULT_SHUTDOWN_GRACE, Serve, run, serve};
 pub use handshake::PROTOCOL_VERSION;
-pub use host::{Command, DEFAULT_HANDSHAKE_TIMEOUT, Output, Plugin};
+pub use host::{Command, DEFAULT_HANDSHAKE_TIMEOUT, Output};
 pub use output::MAX_LINE;
+pub use supervisor::{Plugin, Restart};
 
 use crate::rpc::{Client, ServerBuilder};
 
@@ -78,7 +80,7 @@ pub const FD_ENV: &str = "UDS_PLUGIN_FD";
 /// A client of one service, as `#[uds::service]` generates it (`…Client`):
 /// what a host needs to check a plugin and call it. Implemented by the
 /// macro; there is no need to implement it by hand.
-pub trait PluginClient: Sized {
+pub trait PluginClient: Clone + Send + Sync + 'static {
     /// The service's name (the trait's name).
     const SERVICE: &'static str;
     /// The wire names of the service's methods.
