@@ -107,7 +107,12 @@ impl ClientBuilder {
                 frame_timeout: self.frame_timeout,
             },
         );
-        let reader = tokio::spawn(read_replies(reader, calls.clone(), outbox.clone()));
+        let reader = tokio::spawn(read_replies(
+            reader,
+            calls.clone(),
+            outbox.clone(),
+            !self.go_compatible,
+        ));
         Client {
             inner: Arc::new(Inner {
                 outbox,
@@ -199,7 +204,20 @@ struct CallState {
 #[derive(Debug)]
 enum Waiter {
     Unary(oneshot::Sender<Reply>),
-    Stream(mpsc::Sender<StreamEvent>),
+    Stream(StreamWaiter),
+}
+
+/// A server stream's receiving end in the call table.
+#[derive(Debug)]
+struct StreamWaiter {
+    /// Items and then the end. Room for the whole window plus the end, so
+    /// that the end (an error above all) always fits: items beyond the
+    /// window are refused before they reach it.
+    tx: mpsc::Sender<StreamEvent>,
+    /// Items the server may still send: the credit granted (the request's
+    /// window, then each grant, added before the grant is sent) less the
+    /// items received.
+    credit: u32,
 }
 
 impl Waiter {
@@ -208,8 +226,10 @@ impl Waiter {
             Waiter::Unary(tx) => {
                 let _ = tx.send(Err(err));
             }
-            Waiter::Stream(tx) => {
-                let _ = tx.try_send(StreamEvent::End(Err(err)));
+            Waiter::Stream(w) => {
+                // Cannot be full: the channel has room for the end beyond
+                // every item the credit allows.
+                let _ = w.tx.try_send(StreamEvent::End(Err(err)));
             }
         }
     }
@@ -353,8 +373,9 @@ impl Client {
             .unwrap_or(inner.config.timeout)
             .min(MAX_TIMEOUT);
         let window = super::DEFAULT_STREAM_WINDOW;
-        let (tx, rx) = mpsc::channel(window as usize + 2);
-        let id = self.register(Waiter::Stream(tx))?;
+        // The window's items and the end: see `StreamWaiter`.
+        let (tx, rx) = mpsc::channel(window as usize + 1);
+        let id = self.register(Waiter::Stream(StreamWaiter { tx, credit: window }))?;
         let mut stream = RpcStream {
             client: self.clone(),
             id,
@@ -430,15 +451,20 @@ impl Inner {
     fn abandon(&self, id: u32) {
         let was_pending = self.calls.lock().pending.remove(&id).is_some();
         if was_pending && !self.config.go_compatible {
-            let cancel = EnvelopeRef {
-                id,
-                cancel: true,
-                ..EnvelopeRef::default()
-            };
-            // Best effort: if the connection is gone, so is the call.
-            let _ = self.outbox.push_now(&cancel);
+            send_cancel(&self.outbox, id);
         }
     }
+}
+
+/// Tells the server to stop call `id`; best effort: if the connection is
+/// gone, so is the call.
+fn send_cancel(outbox: &Outbox, id: u32) {
+    let cancel = EnvelopeRef {
+        id,
+        cancel: true,
+        ..EnvelopeRef::default()
+    };
+    let _ = outbox.push_now(&cancel);
 }
 
 fn deadline_error(timeout: Duration) -> RpcError {
@@ -460,6 +486,7 @@ async fn read_replies(
     mut reader: FrameReader<OwnedReadHalf>,
     calls: Arc<CallTable>,
     outbox: Arc<Outbox>,
+    cancels: bool,
 ) {
     let err = loop {
         let body = match reader.read_frame().await {
@@ -483,40 +510,54 @@ async fn read_replies(
                 };
             }
         };
-        deliver(&calls, env);
+        if let Some(refused) = deliver(&calls, env)
+            && cancels
+        {
+            send_cancel(&outbox, refused);
+        }
     };
     tracing::debug!(%err, "rpc client connection ended");
     outbox.break_with(&err.to_string());
     calls.close(&err);
 }
 
-fn deliver(calls: &CallTable, env: Envelope) {
+/// Hands a reply to its call. Returns the id of a call it failed because
+/// the server broke the stream protocol, for the caller to cancel.
+fn deliver(calls: &CallTable, env: Envelope) -> Option<u32> {
     if env.id == 0 {
         // A Go server sends its errors without an id: nobody can match them.
         tracing::warn!(err_type = env.err_type, err = %env.err_text(), "reply without a call id dropped");
-        return;
+        return None;
     }
     let id = env.id;
     let mut st = calls.lock();
-    let Some(waiter) = st.pending.get(&id) else {
+    let Some(waiter) = st.pending.get_mut(&id) else {
         tracing::debug!(
             id = env.id,
             "reply for no pending call dropped (late, cancelled or duplicate)"
         );
-        return;
+        return None;
     };
-    if let Waiter::Stream(tx) = waiter {
+    if let Waiter::Stream(w) = waiter {
         if env.stream_item && env.err_type == 0 {
-            if tx.try_send(StreamEvent::Item(env.data)).is_err() {
-                // More items than credit granted (or the stream is gone):
-                // end the stream rather than buffer without bound.
-                if let Some(w) = st.pending.remove(&id) {
+            if w.credit == 0 {
+                // More items than the credit granted: end the stream with
+                // the error rather than buffer them, and stop the call.
+                let w = st.pending.remove(&id);
+                drop(st);
+                if let Some(w) = w {
                     w.fail(RpcError::Protocol {
-                        reason: "the server sent stream items beyond the credit granted".into(),
+                        reason: "the server sent a stream item beyond the credit granted".into(),
                     });
                 }
+                return Some(id);
             }
-            return;
+            w.credit -= 1;
+            if w.tx.try_send(StreamEvent::Item(env.data)).is_err() {
+                // Cannot be full (the credit bounds it): the stream is gone.
+                st.pending.remove(&id);
+            }
+            return None;
         }
         let end = if env.err_type == 0 && env.stream_end {
             Ok(())
@@ -528,13 +569,14 @@ fn deliver(calls: &CallTable, env: Envelope) {
         } else {
             Err(reply_error(env))
         };
-        if let Some(Waiter::Stream(tx)) = st.pending.remove(&id) {
-            let _ = tx.try_send(StreamEvent::End(end));
+        if let Some(Waiter::Stream(w)) = st.pending.remove(&id) {
+            // Cannot be full: there is room for the end beyond the window.
+            let _ = w.tx.try_send(StreamEvent::End(end));
         }
-        return;
+        return None;
     }
     let Some(Waiter::Unary(tx)) = st.pending.remove(&id) else {
-        return;
+        return None;
     };
     drop(st);
     let reply = if env.stream_item || env.stream_end {
@@ -547,6 +589,7 @@ fn deliver(calls: &CallTable, env: Envelope) {
         Err(reply_error(env))
     };
     let _ = tx.send(reply);
+    None
 }
 
 /// The error of a failed reply.
@@ -566,7 +609,10 @@ fn reply_error(env: Envelope) -> RpcError {
 ///
 /// A [`Stream`](futures_core::Stream) of `Result<Bytes, RpcError>`: items
 /// until the server ends the stream (then `None`), or an error as the last
-/// item (deadline, connection loss, server error).
+/// item (deadline, connection loss, server error, or [`RpcError::Protocol`]
+/// when the server sends an item beyond the credit the client granted: the
+/// client never buffers more than its window of items, and cancels such a
+/// call).
 #[derive(Debug)]
 pub struct RpcStream {
     client: Client,
@@ -610,6 +656,14 @@ impl futures_core::Stream for RpcStream {
                 Some(StreamEvent::Item(item)) => {
                     self.consumed += 1;
                     if self.consumed >= self.window / 2 {
+                        // Count the credit before granting it, so that the
+                        // items it allows are never taken for excess ones.
+                        let inner = &self.client.inner;
+                        if let Some(Waiter::Stream(w)) =
+                            inner.calls.lock().pending.get_mut(&self.id)
+                        {
+                            w.credit = w.credit.saturating_add(self.consumed);
+                        }
                         let grant = EnvelopeRef {
                             id: self.id,
                             credit: self.consumed,
