@@ -16,7 +16,7 @@ use super::envelope::{Envelope, EnvelopeRef};
 use super::error::RpcError;
 use super::outbox::{DEFAULT_WRITE_STALL, Outbox};
 use crate::cred::Cred;
-use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameReader};
+use crate::frame::{DEFAULT_IDLE_RELEASE, DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameReader};
 use crate::net::{Conn, NetError};
 
 /// Default time a call may take when none is given: 30 s.
@@ -100,13 +100,15 @@ impl ClientBuilder {
             let outbox = outbox.clone();
             async move { outbox.run_writer().await }
         });
-        let reader = FrameReader::with_config(
+        let mut reader = FrameReader::with_config(
             rd,
             FrameConfig {
                 max_frame_len: self.max_frame_len,
                 frame_timeout: self.frame_timeout,
             },
         );
+        // An idle connection keeps no large buffers (SECURITY.md).
+        reader.set_idle_release(Some(DEFAULT_IDLE_RELEASE));
         let reader = tokio::spawn(read_replies(
             reader,
             calls.clone(),

@@ -91,6 +91,8 @@ struct Queue {
     closed: Option<Closed>,
     /// Close once everything queued is written.
     finish: bool,
+    /// A frame was queued since the writer's idle timer was last set.
+    active: bool,
 }
 
 impl Queue {
@@ -106,6 +108,22 @@ impl Queue {
         batch.clear();
         if self.spare.small.capacity() < batch.small.capacity() {
             self.spare = batch;
+        }
+    }
+
+    /// Whether the batches hold memory that an idle connection could give
+    /// back.
+    fn holds_buffers(&self) -> bool {
+        self.batch.small.capacity() + self.batch.big.capacity() > 0
+            || self.spare.small.capacity() + self.spare.big.capacity() > 0
+    }
+
+    /// Gives the batches' buffers back if nothing is queued or being
+    /// written; the next frame starts a fresh one.
+    fn release_idle(&mut self) {
+        if self.queued == 0 && !self.writing && self.handoff.is_none() {
+            self.batch = Batch::default();
+            self.spare = Batch::default();
         }
     }
 }
@@ -134,6 +152,11 @@ pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(30);
 /// Rounds a caller that found the connection idle writes what others queued
 /// meanwhile, before leaving the rest to the writer task.
 const INLINE_ROUNDS: usize = 4;
+
+/// A connection that queues no frame for a whole period of this (so 500 ms
+/// to 1 s after its last one) gives its batches' buffers back; see
+/// [`DEFAULT_IDLE_RELEASE`](crate::frame::DEFAULT_IDLE_RELEASE).
+const IDLE_RELEASE: Duration = crate::frame::DEFAULT_IDLE_RELEASE;
 
 impl Outbox {
     pub(crate) fn new(sock: OwnedWriteHalf, high_water: usize, stall: Duration) -> Self {
@@ -189,6 +212,7 @@ impl Outbox {
             return Ok(false);
         }
         let was_empty = q.queued == 0;
+        q.active = true;
         let b = &mut q.batch;
         b.small.extend_from_slice(&hdr[..hlen]);
         match data {
@@ -314,6 +338,10 @@ impl Outbox {
     }
 
     async fn write_queued(&self) {
+        // One timer for the connection's life, reset at most once a period:
+        // a period with no frame queued gives the batches' buffers back.
+        let idle = tokio::time::sleep(IDLE_RELEASE);
+        tokio::pin!(idle);
         loop {
             let next = {
                 let mut q = self.lock();
@@ -324,7 +352,7 @@ impl Outbox {
                     Next::Write(batch, false)
                 } else if q.writing {
                     // A caller is writing; it hands over or clears the token.
-                    Next::Wait
+                    Next::Wait(false)
                 } else if q.queued > 0 {
                     q.writing = true;
                     Next::Write(q.take_batch(), true)
@@ -332,13 +360,31 @@ impl Outbox {
                     q.closed = Some(Closed::Shutdown);
                     Next::Stop
                 } else {
-                    Next::Wait
+                    Next::Wait(q.holds_buffers())
                 }
             };
             let (mut batch, took_queued) = match next {
                 Next::Write(batch, took_queued) => (batch, took_queued),
-                Next::Wait => {
+                Next::Wait(false) => {
                     self.wake_writer.notified().await;
+                    continue;
+                }
+                Next::Wait(true) => {
+                    tokio::select! {
+                        biased;
+                        () = self.wake_writer.notified() => {}
+                        () = &mut idle => {
+                            let mut q = self.lock();
+                            if q.active {
+                                // Frames were queued this period: not idle.
+                                q.active = false;
+                                drop(q);
+                                idle.as_mut().reset(tokio::time::Instant::now() + IDLE_RELEASE);
+                            } else {
+                                q.release_idle();
+                            }
+                        }
+                    }
                     continue;
                 }
                 Next::Stop => return,
@@ -369,7 +415,9 @@ impl Outbox {
 enum Next {
     /// Write this batch; `true` if it was taken off the queue (room freed).
     Write(Batch, bool),
-    Wait,
+    /// Wait to be woken; `true` if there are buffers to give back should
+    /// the connection stay idle.
+    Wait(bool),
     Stop,
 }
 
