@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -526,18 +526,38 @@ async fn read_replies(
 /// Hands a reply to its call. Returns the id of a call it failed because
 /// the server broke the stream protocol, for the caller to cancel.
 fn deliver(calls: &CallTable, env: Envelope) -> Option<u32> {
+    // Both lines are the peer's to trigger: at most one a second each.
+    static NO_ID: LogLimit = LogLimit::new();
+    static NO_CALL: LogLimit = LogLimit::new();
     if env.id == 0 {
         // A Go server sends its errors without an id: nobody can match them.
-        tracing::warn!(err_type = env.err_type, err = %env.err_text(), "reply without a call id dropped");
+        if tracing::enabled!(tracing::Level::WARN)
+            && let Some(suppressed) = NO_ID.allow()
+        {
+            let err = env.err_text();
+            let err = truncate(&err, MAX_LOGGED_TEXT);
+            tracing::warn!(
+                err_type = env.err_type,
+                err,
+                suppressed,
+                "reply without a call id dropped"
+            );
+        }
         return None;
     }
     let id = env.id;
     let mut st = calls.lock();
     let Some(waiter) = st.pending.get_mut(&id) else {
-        tracing::debug!(
-            id = env.id,
-            "reply for no pending call dropped (late, cancelled or duplicate)"
-        );
+        drop(st);
+        if tracing::enabled!(tracing::Level::DEBUG)
+            && let Some(suppressed) = NO_CALL.allow()
+        {
+            tracing::debug!(
+                id,
+                suppressed,
+                "reply for no pending call dropped (late, cancelled or duplicate)"
+            );
+        }
         return None;
     };
     if let Waiter::Stream(w) = waiter {
@@ -592,6 +612,71 @@ fn deliver(calls: &CallTable, env: Envelope) -> Option<u32> {
     };
     let _ = tx.send(reply);
     None
+}
+
+/// Most bytes of a peer's text quoted in a log line.
+const MAX_LOGGED_TEXT: usize = 256;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Lets a log line that a peer can trigger at will through at most once a
+/// second, process-wide, counting the ones held back so the next line can
+/// report them. (Private to the client for now; one limiter for the whole
+/// crate can replace it.)
+struct LogLimit {
+    /// When the next line may go out, in ms since [`LogLimit::epoch`].
+    next_ms: AtomicU64,
+    /// Lines held back since the last one went out.
+    suppressed: AtomicU64,
+}
+
+impl LogLimit {
+    /// Time between two lines.
+    const EVERY_MS: u64 = 1000;
+
+    const fn new() -> Self {
+        LogLimit {
+            next_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    fn epoch() -> std::time::Instant {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(std::time::Instant::now)
+    }
+
+    /// `Some(held back)` if a line may go out now: how many were held back
+    /// since the last one. `None`: hold this one back (it is counted).
+    fn allow(&self) -> Option<u64> {
+        let now = u64::try_from(Self::epoch().elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now + Self::EVERY_MS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
 }
 
 /// The error of a failed reply.
