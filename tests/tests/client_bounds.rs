@@ -116,18 +116,23 @@ fn is_credit_error(e: Option<&RpcError>) -> bool {
 const ITEMS: usize = 40;
 const SIZE: usize = 256 * 1024;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn items_beyond_the_window_end_the_stream_with_a_protocol_error() {
+/// A slow consumer with a window of `window` items (the default if `None`)
+/// against a server that sends `ITEMS` at once.
+async fn slow_consumer_of_a_flood(window: Option<u32>) {
     let (client, seen) = flooding_stream_server(ITEMS, SIZE);
+    let opts = match window {
+        Some(w) => CallOptions::default().with_stream_window(w),
+        None => CallOptions::default(),
+    };
     let mut s = client
-        .call_stream("/flood", Bytes::new(), CallOptions::default())
+        .call_stream("/flood", Bytes::new(), opts)
         .await
         .unwrap();
     // A slow consumer: it reads nothing until the whole flood has been sent
     // (and so read off the socket by the client).
     until(&seen.all_written, "the server could not write its flood").await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let window = DEFAULT_STREAM_WINDOW as usize;
+    let window = window.unwrap_or(DEFAULT_STREAM_WINDOW) as usize;
     assert_eq!(seen.request_credit.load(Ordering::SeqCst) as usize, window);
     let (items, bytes, end) = drain(&mut s).await;
     eprintln!(
@@ -148,6 +153,17 @@ async fn items_beyond_the_window_end_the_stream_with_a_protocol_error() {
     // The call is cancelled on the server, and the connection still works.
     until(&seen.cancelled, "the client never cancelled the call").await;
     assert!(!client.is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_beyond_the_window_end_the_stream_with_a_protocol_error() {
+    slow_consumer_of_a_flood(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_smaller_window_bounds_what_a_stream_buffers() {
+    slow_consumer_of_a_flood(Some(4)).await;
+    slow_consumer_of_a_flood(Some(1)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -188,4 +204,35 @@ async fn credit_granted_while_consuming_extends_the_window_and_no_further() {
         "the stream ended with {end:?}"
     );
     until(&seen.cancelled, "the client never cancelled the call").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_server_streams_whole_within_any_window() {
+    use futures_util::StreamExt;
+    let server = uds::rpc::Server::builder()
+        .streaming("/count", |_, _| async move {
+            Ok(futures_util::stream::iter(0..100u32)
+                .map(|i| Ok::<_, uds::rpc::HandlerError>(Bytes::from(i.to_string()))))
+        })
+        .build()
+        .unwrap();
+    let (a, b) = uds::net::pair().unwrap();
+    server.serve_connection(b);
+    let client = Client::new(a);
+    for window in [1, 2, 3, 16, 4096, u32::MAX] {
+        let opts = CallOptions::default().with_stream_window(window);
+        let mut s = client
+            .call_stream("/count", Bytes::new(), opts)
+            .await
+            .unwrap();
+        for i in 0..100u32 {
+            // A slow consumer now and then: the server must wait for credit.
+            if i % 37 == 0 {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let item = s.next().await.unwrap().unwrap();
+            assert_eq!(item, i.to_string(), "window {window}");
+        }
+        assert!(s.next().await.is_none(), "window {window}");
+    }
 }

@@ -140,14 +140,34 @@ impl ClientBuilder {
 pub struct CallOptions {
     /// Overrides the client's default timeout.
     pub timeout: Option<Duration>,
+    /// For a [streaming call](Client::call_stream): the items the client
+    /// lets the server send ahead of the consumer (default
+    /// [`DEFAULT_STREAM_WINDOW`](super::DEFAULT_STREAM_WINDOW); at least 1,
+    /// at most 4096, the most credit a uds server lets a client hold). What
+    /// a stream can hold buffered is this many items of up to the frame
+    /// limit each.
+    pub stream_window: Option<u32>,
 }
+
+/// Largest stream window a client asks for (a uds server caps a client's
+/// outstanding credit at this).
+const MAX_STREAM_WINDOW: u32 = 4096;
 
 impl CallOptions {
     /// Options with this timeout.
     pub fn timeout(timeout: Duration) -> Self {
         CallOptions {
             timeout: Some(timeout),
+            ..CallOptions::default()
         }
+    }
+
+    /// These options with a stream window of `items` (see
+    /// [`CallOptions::stream_window`]).
+    #[must_use]
+    pub fn with_stream_window(mut self, items: u32) -> Self {
+        self.stream_window = Some(items);
+        self
     }
 }
 
@@ -359,10 +379,12 @@ impl Client {
 
     /// Calls a server-streaming method: the reply is a [`RpcStream`] of
     /// items. The call's timeout bounds the whole stream. The client grants
-    /// the server credit for `window` items at a time (default
-    /// [`DEFAULT_STREAM_WINDOW`](super::DEFAULT_STREAM_WINDOW)) as the
-    /// stream is consumed, so a slow consumer slows the producer. Dropping
-    /// the stream cancels the call on the server.
+    /// the server credit for a window of items (default
+    /// [`DEFAULT_STREAM_WINDOW`](super::DEFAULT_STREAM_WINDOW), see
+    /// [`CallOptions::stream_window`]) and more as the stream is consumed,
+    /// so a slow consumer slows the producer; an item beyond the credit
+    /// granted ends the stream with [`RpcError::Protocol`]. Dropping the
+    /// stream cancels the call on the server.
     pub async fn call_stream(
         &self,
         method: &str,
@@ -374,7 +396,10 @@ impl Client {
             .timeout
             .unwrap_or(inner.config.timeout)
             .min(MAX_TIMEOUT);
-        let window = super::DEFAULT_STREAM_WINDOW;
+        let window = opts
+            .stream_window
+            .unwrap_or(super::DEFAULT_STREAM_WINDOW)
+            .clamp(1, MAX_STREAM_WINDOW);
         // The window's items and the end: see `StreamWaiter`.
         let (tx, rx) = mpsc::channel(window as usize + 1);
         let id = self.register(Waiter::Stream(StreamWaiter { tx, credit: window }))?;
