@@ -119,12 +119,15 @@ impl Queue {
     }
 
     /// Gives the batches' buffers back if nothing is queued or being
-    /// written; the next frame starts a fresh one.
-    fn release_idle(&mut self) {
+    /// written (the next frame starts a fresh batch); `false` if it could
+    /// not.
+    fn release_idle(&mut self) -> bool {
         if self.queued == 0 && !self.writing && self.handoff.is_none() {
             self.batch = Batch::default();
             self.spare = Batch::default();
+            return true;
         }
+        false
     }
 }
 
@@ -375,13 +378,11 @@ impl Outbox {
                         () = self.wake_writer.notified() => {}
                         () = &mut idle => {
                             let mut q = self.lock();
-                            if q.active {
-                                // Frames were queued this period: not idle.
-                                q.active = false;
+                            // Frames queued this period: not idle.
+                            let busy = std::mem::take(&mut q.active);
+                            if busy || !q.release_idle() {
                                 drop(q);
                                 idle.as_mut().reset(tokio::time::Instant::now() + IDLE_RELEASE);
-                            } else {
-                                q.release_idle();
                             }
                         }
                     }
