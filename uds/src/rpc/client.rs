@@ -691,7 +691,7 @@ impl LogLimit {
                 .next_ms
                 .compare_exchange(
                     next,
-                    now + Self::EVERY_MS,
+                    now.saturating_add(Self::EVERY_MS),
                     Ordering::Relaxed,
                     Ordering::Relaxed,
                 )
@@ -770,19 +770,25 @@ impl futures_core::Stream for RpcStream {
                     if self.consumed >= self.window / 2 {
                         // Count the credit before granting it, so that the
                         // items it allows are never taken for excess ones.
+                        // A stream already ended (the rest of it buffered)
+                        // needs no more.
                         let inner = &self.client.inner;
-                        if let Some(Waiter::Stream(w)) =
-                            inner.calls.lock().pending.get_mut(&self.id)
-                        {
-                            w.credit = w.credit.saturating_add(self.consumed);
-                        }
+                        let live = match inner.calls.lock().pending.get_mut(&self.id) {
+                            Some(Waiter::Stream(w)) => {
+                                w.credit = w.credit.saturating_add(self.consumed);
+                                true
+                            }
+                            _ => false,
+                        };
                         let grant = EnvelopeRef {
                             id: self.id,
                             credit: self.consumed,
                             ..EnvelopeRef::default()
                         };
-                        // If the connection is gone the reader ends us.
-                        let _ = self.client.inner.outbox.push_now(&grant);
+                        if live {
+                            // If the connection is gone the reader ends us.
+                            let _ = inner.outbox.push_now(&grant);
+                        }
                         self.consumed = 0;
                     }
                     Some(Ok(item))
