@@ -13,10 +13,10 @@
 //! being dropped can never leave half a frame on the wire (the inline write
 //! is synchronous; its remainder is handed over). Nothing is allocated per
 //! frame once the buffers have grown; a connection that queues nothing for
-//! a while gives them back (see `IDLE_RELEASE`). Large `data` fields are not copied:
-//! they are queued as `Bytes` and written in place. When more than the
-//! high-water mark is queued, callers wait: memory stays bounded even if the
-//! peer stops reading.
+//! a while gives them back (see `IDLE_RELEASE`). Large `data` fields are
+//! not copied: they are queued as `Bytes` and written in place. When more
+//! than the high-water mark is queued, callers wait: memory stays bounded
+//! even if the peer stops reading.
 
 use std::io::{self, IoSlice};
 use std::sync::{Mutex, MutexGuard, PoisonError};
