@@ -24,6 +24,7 @@
 //! ```
 
 use std::io;
+use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -41,6 +42,13 @@ pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
 
 /// Default time a frame may take to arrive once its first byte has.
 pub const DEFAULT_FRAME_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default period of [`FrameReader::set_idle_release`], as the RPC client
+/// and server use it: a reader that has read no frame for a whole period
+/// (so 500 ms to 1 s after its last one) gives its buffers back.
+/// Far longer than the gaps between frames of a busy connection, so the
+/// buffers it keeps warm are reused while it is busy.
+pub const DEFAULT_IDLE_RELEASE: Duration = Duration::from_millis(500);
 
 /// Bodies at least this large are written straight from the caller's buffer
 /// (vectored write) instead of being copied into the write buffer.
@@ -255,7 +263,8 @@ impl FrameDecoder {
 /// header is read on its own, so a body like it is not copied). The reader
 /// keeps a handle on that allocation and, once the caller has dropped the
 /// body, puts a later large body in it in place (at most 2 MiB of such
-/// allocations are kept per reader).
+/// allocations are kept per reader). A reader can give all of that back
+/// when it goes idle: see [`FrameReader::set_idle_release`].
 ///
 /// Either way a buffer grows only as fast as bytes actually arrive (at most
 /// 256 KiB ahead of them), never to a length a header merely declares.
@@ -277,6 +286,16 @@ pub struct FrameReader<R> {
     after_large: bool,
     /// Allocations of earlier large bodies, for reuse once they are dropped.
     spares: Spares,
+    /// See [`FrameReader::set_idle_release`].
+    idle_release: Option<Duration>,
+    /// Fires a period after it was last set; created on first use, then
+    /// reset at most once a period (not per frame).
+    idle_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// A frame was read since the idle timer was last set.
+    active: bool,
+    /// The buffers were given back and no frame was read since: wait for
+    /// the next one with a header's room only.
+    released: bool,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
@@ -297,6 +316,39 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             hint: MIN_BUFFER,
             after_large: false,
             spares: Spares::default(),
+            idle_release: None,
+            idle_timer: None,
+            active: false,
+            released: false,
+        }
+    }
+
+    /// Gives the reader's buffers back when it goes idle: once it has read
+    /// no frame for a whole `period` (so `period` to twice that after its
+    /// last frame), it does [`release_idle`](Self::release_idle) while it
+    /// waits for the next one. `None` (the default) keeps them for as long
+    /// as the reader lives. The RPC client and server use
+    /// [`DEFAULT_IDLE_RELEASE`].
+    ///
+    /// Costs nothing per frame beyond a flag: one timer per reader, polled
+    /// only while waiting for a frame to start and reset at most once a
+    /// period. Needs a tokio runtime with the time driver enabled.
+    pub fn set_idle_release(&mut self, period: Option<Duration>) {
+        self.idle_release = period;
+        self.idle_timer = None;
+    }
+
+    /// Gives back the memory the reader keeps for reuse: the allocations
+    /// of earlier large bodies (up to 2 MiB) and, if no frame is partly
+    /// read, the read buffer (64 to 96 KiB). Bodies already returned keep
+    /// their own memory until dropped. The next frame is read into fresh
+    /// buffers, which then grow as usual.
+    pub fn release_idle(&mut self) {
+        self.spares = Spares::default();
+        if self.buf.is_empty() && self.large.is_none() {
+            self.buf = BytesMut::new();
+            self.hint = MIN_BUFFER;
+            self.released = true;
         }
     }
 
@@ -356,19 +408,24 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 let frame = self.buf.split_to(blen).freeze();
                 self.started = None;
                 self.after_large = false;
+                self.active = true;
+                self.released = false;
                 let total = frame.len() + MAX_HEADER_LEN;
                 self.hint = self.hint.max((4 * total).min(MAX_BUFFER));
                 return Ok(Some(frame));
             }
             self.reserve(header.map(|(hlen, blen)| hlen + blen));
             // After a large frame, read just the next header, so a following
-            // large body lands in its own buffer rather than this one.
-            let limit = if self.after_large && self.buf.is_empty() {
+            // large body lands in its own buffer rather than this one; after
+            // the buffers were released, so that a header needs no more.
+            let limit = if (self.after_large || self.released) && self.buf.is_empty() {
                 MAX_HEADER_LEN
             } else {
                 usize::MAX
             };
-            let n = self.read_shared(limit).await?;
+            let Some(n) = self.read_shared(limit).await? else {
+                continue; // the idle timer fired
+            };
             if n == 0 {
                 if self.buf.is_empty() {
                     return Ok(None);
@@ -384,6 +441,8 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         let frame = body.split_to(len).freeze();
         self.spares.keep(body, size);
         self.started = None;
+        self.active = true;
+        self.released = false;
         // Bodies this large are better read straight into their own buffer
         // than copied out of the shared one: read the next header alone.
         self.after_large = len >= DIRECT_BODY;
@@ -400,16 +459,39 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         Self::within_frame_time(&mut self.started, self.frame_timeout, read).await
     }
 
-    /// Reads into the shared buffer, at most `limit` bytes.
-    async fn read_shared(&mut self, limit: usize) -> Result<usize, FrameError> {
+    /// Reads into the shared buffer, at most `limit` bytes. `None`: the
+    /// idle timer fired first (and the buffers may have been released):
+    /// nothing was read, go round again.
+    async fn read_shared(&mut self, limit: usize) -> Result<Option<usize>, FrameError> {
         let waiting = self.buf.is_empty();
         let mut dst = (&mut self.buf).limit(limit);
         let read = self.inner.read_buf(&mut dst);
-        if waiting {
-            // Waiting for a frame to start is not bounded.
-            return Ok(read.await?);
+        if !waiting {
+            return Self::within_frame_time(&mut self.started, self.frame_timeout, read)
+                .await
+                .map(Some);
         }
-        Self::within_frame_time(&mut self.started, self.frame_timeout, read).await
+        // Waiting for a frame to start is not bounded; while there is
+        // memory to give back, the idle timer runs alongside.
+        let Some(period) = self.idle_release.filter(|_| !self.released) else {
+            return Ok(Some(read.await?));
+        };
+        let timer = self
+            .idle_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(period)));
+        tokio::select! {
+            biased;
+            n = read => return Ok(Some(n?)),
+            () = timer.as_mut() => {}
+        }
+        if self.active {
+            // Frames were read this period: not idle; look again in one.
+            self.active = false;
+            timer.as_mut().reset(Instant::now() + period);
+        } else {
+            self.release_idle();
+        }
+        Ok(None)
     }
 
     /// Runs a read of the frame in progress under the frame timeout, counted
@@ -450,6 +532,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// frame at its front if its header is complete.
     fn reserve(&mut self, frame_total: Option<usize>) {
         let have = self.buf.len();
+        if self.released && have == 0 {
+            // Idle: wait for a header with no more than its room.
+            self.buf.reserve(MAX_HEADER_LEN);
+            return;
+        }
         let frame_left = frame_total.map_or(0, |t| t.saturating_sub(have));
         let room = frame_left.max(READ_CHUNK);
         if self.buf.capacity() - have < room {
@@ -616,6 +703,48 @@ mod tests {
                 assert_eq!(decode_header(&h[..cut], usize::MAX).unwrap(), None);
             }
         }
+    }
+
+    /// Once idle for its period, a reader holds next to nothing, and reads
+    /// the frames that follow, small and large, whole and split, as before.
+    #[tokio::test]
+    async fn an_idle_reader_gives_its_buffers_back_and_reads_on() {
+        use tokio::io::AsyncWriteExt;
+        let (mut a, b) = tokio::io::duplex(1 << 20);
+        let mut r = FrameReader::new(b);
+        r.set_idle_release(Some(Duration::from_millis(50)));
+        let frames: Vec<Vec<u8>> = [300_000usize, 5, 100, 20_000, 70_000, 1]
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| vec![i as u8 + 1; n])
+            .collect();
+        for round in 0..3 {
+            for f in &frames {
+                let mut out = BytesMut::new();
+                put_frame(f, &mut out).unwrap();
+                if round == 1 {
+                    // Split: the header, then the body in two.
+                    let mid = out.len() / 2;
+                    a.write_all(&out[..1]).await.unwrap();
+                    a.write_all(&out[1..mid]).await.unwrap();
+                    a.write_all(&out[mid..]).await.unwrap();
+                } else {
+                    a.write_all(&out).await.unwrap();
+                }
+                assert_eq!(r.read_frame().await.unwrap().as_deref(), Some(&f[..]));
+            }
+            assert!(r.buffer_capacity() >= 64 * 1024, "{}", r.buffer_capacity());
+            // Idle: the reader waits for a frame while the timer runs.
+            let wait = tokio::time::timeout(Duration::from_millis(300), r.read_frame()).await;
+            assert!(wait.is_err(), "no frame was sent");
+            assert!(
+                r.buffer_capacity() <= MAX_HEADER_LEN * 2,
+                "round {round}: {} bytes kept while idle",
+                r.buffer_capacity()
+            );
+        }
+        drop(a);
+        assert_eq!(r.read_frame().await.unwrap(), None);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -16,7 +16,7 @@ use super::envelope::{Envelope, EnvelopeRef};
 use super::error::RpcError;
 use super::outbox::{DEFAULT_WRITE_STALL, Outbox};
 use crate::cred::Cred;
-use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameReader};
+use crate::frame::{DEFAULT_IDLE_RELEASE, DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameReader};
 use crate::net::{Conn, NetError};
 
 /// Default time a call may take when none is given: 30 s.
@@ -100,14 +100,21 @@ impl ClientBuilder {
             let outbox = outbox.clone();
             async move { outbox.run_writer().await }
         });
-        let reader = FrameReader::with_config(
+        let mut reader = FrameReader::with_config(
             rd,
             FrameConfig {
                 max_frame_len: self.max_frame_len,
                 frame_timeout: self.frame_timeout,
             },
         );
-        let reader = tokio::spawn(read_replies(reader, calls.clone(), outbox.clone()));
+        // An idle connection keeps no large buffers (SECURITY.md).
+        reader.set_idle_release(Some(DEFAULT_IDLE_RELEASE));
+        let reader = tokio::spawn(read_replies(
+            reader,
+            calls.clone(),
+            outbox.clone(),
+            !self.go_compatible,
+        ));
         Client {
             inner: Arc::new(Inner {
                 outbox,
@@ -133,14 +140,34 @@ impl ClientBuilder {
 pub struct CallOptions {
     /// Overrides the client's default timeout.
     pub timeout: Option<Duration>,
+    /// For a [streaming call](Client::call_stream): the items the client
+    /// lets the server send ahead of the consumer (default
+    /// [`DEFAULT_STREAM_WINDOW`](super::DEFAULT_STREAM_WINDOW); at least 1,
+    /// at most 4096, the most credit a uds server lets a client hold). What
+    /// a stream can hold buffered is this many items of up to the frame
+    /// limit each.
+    pub stream_window: Option<u32>,
 }
+
+/// Largest stream window a client asks for (a uds server caps a client's
+/// outstanding credit at this).
+const MAX_STREAM_WINDOW: u32 = 4096;
 
 impl CallOptions {
     /// Options with this timeout.
     pub fn timeout(timeout: Duration) -> Self {
         CallOptions {
             timeout: Some(timeout),
+            ..CallOptions::default()
         }
+    }
+
+    /// These options with a stream window of `items` (see
+    /// [`CallOptions::stream_window`]).
+    #[must_use]
+    pub fn with_stream_window(mut self, items: u32) -> Self {
+        self.stream_window = Some(items);
+        self
     }
 }
 
@@ -199,7 +226,20 @@ struct CallState {
 #[derive(Debug)]
 enum Waiter {
     Unary(oneshot::Sender<Reply>),
-    Stream(mpsc::Sender<StreamEvent>),
+    Stream(StreamWaiter),
+}
+
+/// A server stream's receiving end in the call table.
+#[derive(Debug)]
+struct StreamWaiter {
+    /// Items and then the end. Room for the whole window plus the end, so
+    /// that the end (an error above all) always fits: items beyond the
+    /// window are refused before they reach it.
+    tx: mpsc::Sender<StreamEvent>,
+    /// Items the server may still send: the credit granted (the request's
+    /// window, then each grant, added before the grant is sent) less the
+    /// items received.
+    credit: u32,
 }
 
 impl Waiter {
@@ -208,8 +248,10 @@ impl Waiter {
             Waiter::Unary(tx) => {
                 let _ = tx.send(Err(err));
             }
-            Waiter::Stream(tx) => {
-                let _ = tx.try_send(StreamEvent::End(Err(err)));
+            Waiter::Stream(w) => {
+                // Cannot be full: the channel has room for the end beyond
+                // every item the credit allows.
+                let _ = w.tx.try_send(StreamEvent::End(Err(err)));
             }
         }
     }
@@ -337,10 +379,12 @@ impl Client {
 
     /// Calls a server-streaming method: the reply is a [`RpcStream`] of
     /// items. The call's timeout bounds the whole stream. The client grants
-    /// the server credit for `window` items at a time (default
-    /// [`DEFAULT_STREAM_WINDOW`](super::DEFAULT_STREAM_WINDOW)) as the
-    /// stream is consumed, so a slow consumer slows the producer. Dropping
-    /// the stream cancels the call on the server.
+    /// the server credit for a window of items (default
+    /// [`DEFAULT_STREAM_WINDOW`](super::DEFAULT_STREAM_WINDOW), see
+    /// [`CallOptions::stream_window`]) and more as the stream is consumed,
+    /// so a slow consumer slows the producer; an item beyond the credit
+    /// granted ends the stream with [`RpcError::Protocol`]. Dropping the
+    /// stream cancels the call on the server.
     pub async fn call_stream(
         &self,
         method: &str,
@@ -352,9 +396,13 @@ impl Client {
             .timeout
             .unwrap_or(inner.config.timeout)
             .min(MAX_TIMEOUT);
-        let window = super::DEFAULT_STREAM_WINDOW;
-        let (tx, rx) = mpsc::channel(window as usize + 2);
-        let id = self.register(Waiter::Stream(tx))?;
+        let window = opts
+            .stream_window
+            .unwrap_or(super::DEFAULT_STREAM_WINDOW)
+            .clamp(1, MAX_STREAM_WINDOW);
+        // The window's items and the end: see `StreamWaiter`.
+        let (tx, rx) = mpsc::channel(window as usize + 1);
+        let id = self.register(Waiter::Stream(StreamWaiter { tx, credit: window }))?;
         let mut stream = RpcStream {
             client: self.clone(),
             id,
@@ -430,15 +478,20 @@ impl Inner {
     fn abandon(&self, id: u32) {
         let was_pending = self.calls.lock().pending.remove(&id).is_some();
         if was_pending && !self.config.go_compatible {
-            let cancel = EnvelopeRef {
-                id,
-                cancel: true,
-                ..EnvelopeRef::default()
-            };
-            // Best effort: if the connection is gone, so is the call.
-            let _ = self.outbox.push_now(&cancel);
+            send_cancel(&self.outbox, id);
         }
     }
+}
+
+/// Tells the server to stop call `id`; best effort: if the connection is
+/// gone, so is the call.
+fn send_cancel(outbox: &Outbox, id: u32) {
+    let cancel = EnvelopeRef {
+        id,
+        cancel: true,
+        ..EnvelopeRef::default()
+    };
+    let _ = outbox.push_now(&cancel);
 }
 
 fn deadline_error(timeout: Duration) -> RpcError {
@@ -460,6 +513,7 @@ async fn read_replies(
     mut reader: FrameReader<OwnedReadHalf>,
     calls: Arc<CallTable>,
     outbox: Arc<Outbox>,
+    cancels: bool,
 ) {
     let err = loop {
         let body = match reader.read_frame().await {
@@ -483,40 +537,74 @@ async fn read_replies(
                 };
             }
         };
-        deliver(&calls, env);
+        if let Some(refused) = deliver(&calls, env)
+            && cancels
+        {
+            send_cancel(&outbox, refused);
+        }
     };
     tracing::debug!(%err, "rpc client connection ended");
     outbox.break_with(&err.to_string());
     calls.close(&err);
 }
 
-fn deliver(calls: &CallTable, env: Envelope) {
+/// Hands a reply to its call. Returns the id of a call it failed because
+/// the server broke the stream protocol, for the caller to cancel.
+fn deliver(calls: &CallTable, env: Envelope) -> Option<u32> {
+    // Both lines are the peer's to trigger: at most one a second each.
+    static NO_ID: LogLimit = LogLimit::new();
+    static NO_CALL: LogLimit = LogLimit::new();
     if env.id == 0 {
         // A Go server sends its errors without an id: nobody can match them.
-        tracing::warn!(err_type = env.err_type, err = %env.err_text(), "reply without a call id dropped");
-        return;
+        if tracing::enabled!(tracing::Level::WARN)
+            && let Some(suppressed) = NO_ID.allow()
+        {
+            let err = env.err_text();
+            let err = truncate(&err, MAX_LOGGED_TEXT);
+            tracing::warn!(
+                err_type = env.err_type,
+                err,
+                suppressed,
+                "reply without a call id dropped"
+            );
+        }
+        return None;
     }
     let id = env.id;
     let mut st = calls.lock();
-    let Some(waiter) = st.pending.get(&id) else {
-        tracing::debug!(
-            id = env.id,
-            "reply for no pending call dropped (late, cancelled or duplicate)"
-        );
-        return;
+    let Some(waiter) = st.pending.get_mut(&id) else {
+        drop(st);
+        if tracing::enabled!(tracing::Level::DEBUG)
+            && let Some(suppressed) = NO_CALL.allow()
+        {
+            tracing::debug!(
+                id,
+                suppressed,
+                "reply for no pending call dropped (late, cancelled or duplicate)"
+            );
+        }
+        return None;
     };
-    if let Waiter::Stream(tx) = waiter {
+    if let Waiter::Stream(w) = waiter {
         if env.stream_item && env.err_type == 0 {
-            if tx.try_send(StreamEvent::Item(env.data)).is_err() {
-                // More items than credit granted (or the stream is gone):
-                // end the stream rather than buffer without bound.
-                if let Some(w) = st.pending.remove(&id) {
+            if w.credit == 0 {
+                // More items than the credit granted: end the stream with
+                // the error rather than buffer them, and stop the call.
+                let w = st.pending.remove(&id);
+                drop(st);
+                if let Some(w) = w {
                     w.fail(RpcError::Protocol {
-                        reason: "the server sent stream items beyond the credit granted".into(),
+                        reason: "the server sent a stream item beyond the credit granted".into(),
                     });
                 }
+                return Some(id);
             }
-            return;
+            w.credit -= 1;
+            if w.tx.try_send(StreamEvent::Item(env.data)).is_err() {
+                // Cannot be full (the credit bounds it): the stream is gone.
+                st.pending.remove(&id);
+            }
+            return None;
         }
         let end = if env.err_type == 0 && env.stream_end {
             Ok(())
@@ -528,13 +616,14 @@ fn deliver(calls: &CallTable, env: Envelope) {
         } else {
             Err(reply_error(env))
         };
-        if let Some(Waiter::Stream(tx)) = st.pending.remove(&id) {
-            let _ = tx.try_send(StreamEvent::End(end));
+        if let Some(Waiter::Stream(w)) = st.pending.remove(&id) {
+            // Cannot be full: there is room for the end beyond the window.
+            let _ = w.tx.try_send(StreamEvent::End(end));
         }
-        return;
+        return None;
     }
     let Some(Waiter::Unary(tx)) = st.pending.remove(&id) else {
-        return;
+        return None;
     };
     drop(st);
     let reply = if env.stream_item || env.stream_end {
@@ -547,6 +636,72 @@ fn deliver(calls: &CallTable, env: Envelope) {
         Err(reply_error(env))
     };
     let _ = tx.send(reply);
+    None
+}
+
+/// Most bytes of a peer's text quoted in a log line.
+const MAX_LOGGED_TEXT: usize = 256;
+
+/// `s` cut to at most `max` bytes, at a character boundary.
+fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Lets a log line that a peer can trigger at will through at most once a
+/// second, process-wide, counting the ones held back so the next line can
+/// report them. (Private to the client for now; one limiter for the whole
+/// crate can replace it.)
+struct LogLimit {
+    /// When the next line may go out, in ms since [`LogLimit::epoch`].
+    next_ms: AtomicU64,
+    /// Lines held back since the last one went out.
+    suppressed: AtomicU64,
+}
+
+impl LogLimit {
+    /// Time between two lines.
+    const EVERY_MS: u64 = 1000;
+
+    const fn new() -> Self {
+        LogLimit {
+            next_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    fn epoch() -> std::time::Instant {
+        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(std::time::Instant::now)
+    }
+
+    /// `Some(held back)` if a line may go out now: how many were held back
+    /// since the last one. `None`: hold this one back (it is counted).
+    fn allow(&self) -> Option<u64> {
+        let now = u64::try_from(Self::epoch().elapsed().as_millis()).unwrap_or(u64::MAX);
+        let next = self.next_ms.load(Ordering::Relaxed);
+        if now >= next
+            && self
+                .next_ms
+                .compare_exchange(
+                    next,
+                    now.saturating_add(Self::EVERY_MS),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::Relaxed));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
 }
 
 /// The error of a failed reply.
@@ -566,7 +721,10 @@ fn reply_error(env: Envelope) -> RpcError {
 ///
 /// A [`Stream`](futures_core::Stream) of `Result<Bytes, RpcError>`: items
 /// until the server ends the stream (then `None`), or an error as the last
-/// item (deadline, connection loss, server error).
+/// item (deadline, connection loss, server error, or [`RpcError::Protocol`]
+/// when the server sends an item beyond the credit the client granted: the
+/// client never buffers more than its window of items, and cancels such a
+/// call).
 #[derive(Debug)]
 pub struct RpcStream {
     client: Client,
@@ -610,13 +768,27 @@ impl futures_core::Stream for RpcStream {
                 Some(StreamEvent::Item(item)) => {
                     self.consumed += 1;
                     if self.consumed >= self.window / 2 {
+                        // Count the credit before granting it, so that the
+                        // items it allows are never taken for excess ones.
+                        // A stream already ended (the rest of it buffered)
+                        // needs no more.
+                        let inner = &self.client.inner;
+                        let live = match inner.calls.lock().pending.get_mut(&self.id) {
+                            Some(Waiter::Stream(w)) => {
+                                w.credit = w.credit.saturating_add(self.consumed);
+                                true
+                            }
+                            _ => false,
+                        };
                         let grant = EnvelopeRef {
                             id: self.id,
                             credit: self.consumed,
                             ..EnvelopeRef::default()
                         };
-                        // If the connection is gone the reader ends us.
-                        let _ = self.client.inner.outbox.push_now(&grant);
+                        if live {
+                            // If the connection is gone the reader ends us.
+                            let _ = inner.outbox.push_now(&grant);
+                        }
                         self.consumed = 0;
                     }
                     Some(Ok(item))

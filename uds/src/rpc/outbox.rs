@@ -12,10 +12,11 @@
 //! token holder writes, so frames never interleave, and a caller's future
 //! being dropped can never leave half a frame on the wire (the inline write
 //! is synchronous; its remainder is handed over). Nothing is allocated per
-//! frame once the buffers have grown. Large `data` fields are not copied:
-//! they are queued as `Bytes` and written in place. When more than the
-//! high-water mark is queued, callers wait: memory stays bounded even if the
-//! peer stops reading.
+//! frame once the buffers have grown; a connection that queues nothing for
+//! a while gives them back (see `IDLE_RELEASE`). Large `data` fields are
+//! not copied: they are queued as `Bytes` and written in place. When more
+//! than the high-water mark is queued, callers wait: memory stays bounded
+//! even if the peer stops reading.
 
 use std::io::{self, IoSlice};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -91,6 +92,8 @@ struct Queue {
     closed: Option<Closed>,
     /// Close once everything queued is written.
     finish: bool,
+    /// A frame was queued since the writer's idle timer was last set.
+    active: bool,
 }
 
 impl Queue {
@@ -107,6 +110,25 @@ impl Queue {
         if self.spare.small.capacity() < batch.small.capacity() {
             self.spare = batch;
         }
+    }
+
+    /// Whether the batches hold memory that an idle connection could give
+    /// back.
+    fn holds_buffers(&self) -> bool {
+        self.batch.small.capacity() + self.batch.big.capacity() > 0
+            || self.spare.small.capacity() + self.spare.big.capacity() > 0
+    }
+
+    /// Gives the batches' buffers back if nothing is queued or being
+    /// written (the next frame starts a fresh batch); `false` if it could
+    /// not.
+    fn release_idle(&mut self) -> bool {
+        if self.queued == 0 && !self.writing && self.handoff.is_none() {
+            self.batch = Batch::default();
+            self.spare = Batch::default();
+            return true;
+        }
+        false
     }
 }
 
@@ -134,6 +156,11 @@ pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(30);
 /// Rounds a caller that found the connection idle writes what others queued
 /// meanwhile, before leaving the rest to the writer task.
 const INLINE_ROUNDS: usize = 4;
+
+/// A connection that queues no frame for a whole period of this (so 500 ms
+/// to 1 s after its last one) gives its batches' buffers back; see
+/// [`DEFAULT_IDLE_RELEASE`](crate::frame::DEFAULT_IDLE_RELEASE).
+const IDLE_RELEASE: Duration = crate::frame::DEFAULT_IDLE_RELEASE;
 
 impl Outbox {
     pub(crate) fn new(sock: OwnedWriteHalf, high_water: usize, stall: Duration) -> Self {
@@ -189,6 +216,7 @@ impl Outbox {
             return Ok(false);
         }
         let was_empty = q.queued == 0;
+        q.active = true;
         let b = &mut q.batch;
         b.small.extend_from_slice(&hdr[..hlen]);
         match data {
@@ -314,6 +342,10 @@ impl Outbox {
     }
 
     async fn write_queued(&self) {
+        // One timer for the connection's life, reset at most once a period:
+        // a period with no frame queued gives the batches' buffers back.
+        let idle = tokio::time::sleep(IDLE_RELEASE);
+        tokio::pin!(idle);
         loop {
             let next = {
                 let mut q = self.lock();
@@ -324,7 +356,7 @@ impl Outbox {
                     Next::Write(batch, false)
                 } else if q.writing {
                     // A caller is writing; it hands over or clears the token.
-                    Next::Wait
+                    Next::Wait(false)
                 } else if q.queued > 0 {
                     q.writing = true;
                     Next::Write(q.take_batch(), true)
@@ -332,13 +364,29 @@ impl Outbox {
                     q.closed = Some(Closed::Shutdown);
                     Next::Stop
                 } else {
-                    Next::Wait
+                    Next::Wait(q.holds_buffers())
                 }
             };
             let (mut batch, took_queued) = match next {
                 Next::Write(batch, took_queued) => (batch, took_queued),
-                Next::Wait => {
+                Next::Wait(false) => {
                     self.wake_writer.notified().await;
+                    continue;
+                }
+                Next::Wait(true) => {
+                    tokio::select! {
+                        biased;
+                        () = self.wake_writer.notified() => {}
+                        () = &mut idle => {
+                            let mut q = self.lock();
+                            // Frames queued this period: not idle.
+                            let busy = std::mem::take(&mut q.active);
+                            if busy || !q.release_idle() {
+                                drop(q);
+                                idle.as_mut().reset(tokio::time::Instant::now() + IDLE_RELEASE);
+                            }
+                        }
+                    }
                     continue;
                 }
                 Next::Stop => return,
@@ -369,7 +417,9 @@ impl Outbox {
 enum Next {
     /// Write this batch; `true` if it was taken off the queue (room freed).
     Write(Batch, bool),
-    Wait,
+    /// Wait to be woken; `true` if there are buffers to give back should
+    /// the connection stay idle.
+    Wait(bool),
     Stop,
 }
 
