@@ -26,7 +26,8 @@ use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameError, FrameReader};
 use crate::net::{Conn, Listener};
 
 /// Default most calls running at once on one connection: 128. Further
-/// requests wait in a queue (at least 64 of them, at most 16 MiB) while the
+/// requests wait in a queue (at least 64 of them; reading stops once they
+/// keep 16 MiB alive, counting whole frames, padding included) while the
 /// connection goes on being read for cancellations and stream credit; when
 /// that queue is full too, the server stops reading the connection until a
 /// call finishes (backpressure; the client's writes then wait).
@@ -762,7 +763,7 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
     // Requests read but waiting for a call slot. The reader never waits for a
     // slot itself, so cancellations and stream credit keep being read at the
     // limit; only when this queue is full too does it stop reading.
-    let mut parked: VecDeque<Parked> = VecDeque::new();
+    let mut parked = ParkedQueue::default();
     let park_limit = shared.config.max_calls_per_conn.max(MIN_PARKED);
     // How the reading ended decides what happens to calls in flight.
     let mut eof = false;
@@ -780,7 +781,7 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
                 break;
             }
             slots = acquire_slots(&conn_permits, &shared.calls), if !parked.is_empty() => {
-                if let (Some(slots), Some(call)) = (slots, parked.pop_front()) {
+                if let (Some(slots), Some(call)) = (slots, parked.pop()) {
                     start_call(&state, &peer, call, slots).await;
                 }
                 continue;
@@ -790,7 +791,7 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
                 break;
             }
             f = reader.read_frame(), if parked.len() < park_limit
-                && parked_bytes(&parked) < MAX_PARKED_BYTES => f,
+                && parked.bytes() < MAX_PARKED_BYTES => f,
         };
         let body = match frame {
             Ok(Some(body)) => body,
@@ -819,7 +820,7 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
     }
     // Requests that never got a slot are answered, with their ids.
     if !broken {
-        for call in parked.drain(..) {
+        while let Some(call) = parked.pop() {
             let e = HandlerError::server("the server is shutting down; the call did not start");
             state.reply(call.env.id, Err(e)).await;
         }
@@ -869,18 +870,101 @@ async fn idle(state: &ConnState, timeout: Option<Duration>) {
 
 /// Requests that may wait for a call slot per connection, at least.
 const MIN_PARKED: usize = 64;
-/// Bytes of requests that may wait for a call slot per connection.
+/// Bytes that requests waiting for a call slot may keep alive per
+/// connection before the server stops reading it (whole frames, or what was
+/// copied out of them: see [`detach`]). The request that crosses it is
+/// still queued, so at most this plus one frame is held.
 const MAX_PARKED_BYTES: usize = 16 * 1024 * 1024;
 
-fn parked_bytes(parked: &VecDeque<Parked>) -> usize {
-    parked.iter().map(|p| p.env.data.len()).sum()
-}
+/// Frames smaller than this are slices of the reader's shared buffer (see
+/// [`FrameReader`]): a parked one would keep that whole buffer alive, so
+/// what it keeps is copied out instead.
+const SHARED_FRAME_MAX: usize = 8 * 1024;
 
 /// A request read but not yet started.
 struct Parked {
     env: Envelope,
     handler: Arc<dyn ErasedHandler>,
     deadline: Option<Instant>,
+    /// Bytes this request keeps alive while it waits.
+    retained: usize,
+}
+
+/// Requests waiting for a call slot, with a running count of the bytes they
+/// keep alive.
+#[derive(Default)]
+struct ParkedQueue {
+    queue: VecDeque<Parked>,
+    bytes: usize,
+}
+
+impl ParkedQueue {
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Bytes kept alive by the requests waiting.
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn push(&mut self, call: Parked) {
+        self.bytes += call.retained;
+        self.queue.push_back(call);
+    }
+
+    fn pop(&mut self) -> Option<Parked> {
+        let call = self.queue.pop_front()?;
+        self.bytes -= call.retained;
+        Some(call)
+    }
+
+    fn contains(&self, id: u32) -> bool {
+        self.queue.iter().any(|p| p.env.id == id)
+    }
+
+    /// Removes the request with this id; whether there was one.
+    fn remove(&mut self, id: u32) -> bool {
+        let Some(i) = self.queue.iter().position(|p| p.env.id == id) else {
+            return false;
+        };
+        if let Some(call) = self.queue.remove(i) {
+            self.bytes -= call.retained;
+        }
+        true
+    }
+}
+
+/// Makes a request ready to wait for a slot, returning the bytes it then
+/// keeps alive. Its `method` and `data` are slices of the whole frame, so
+/// the frame stays allocated while they do: counting `data` alone would let
+/// padding in an unknown field go uncounted. When they are most of the
+/// frame, the frame is kept and counted whole; when they are not (padding),
+/// or the frame lives in the reader's shared buffer, they are copied out and
+/// the frame is released.
+///
+/// A kept frame counts twice its length: the reader grows a large body's
+/// buffer by doubling as bytes arrive, so its allocation can be up to twice
+/// the frame. Copying the rest out is cheap next to that (it is at most half
+/// of a frame, and only when the call limits are reached).
+fn detach(env: &mut Envelope, frame_len: usize) -> usize {
+    let kept = env.method.len() + env.data.len();
+    // The error text of a request means nothing; drop its slice too.
+    env.err = Bytes::new();
+    if frame_len >= SHARED_FRAME_MAX && kept >= frame_len / 2 {
+        return frame_len.saturating_mul(2);
+    }
+    let mut own = bytes::BytesMut::with_capacity(kept);
+    own.extend_from_slice(&env.method);
+    own.extend_from_slice(&env.data);
+    let mut own = own.freeze();
+    env.method = own.split_to(env.method.len());
+    env.data = own;
+    kept
 }
 
 type Slots = (OwnedSemaphorePermit, OwnedSemaphorePermit);
@@ -905,7 +989,7 @@ async fn handle_frame(
     state: &Arc<ConnState>,
     peer: &Arc<Cred>,
     conn_permits: &Arc<Semaphore>,
-    parked: &mut VecDeque<Parked>,
+    parked: &mut ParkedQueue,
     body: Bytes,
 ) {
     let env = match Envelope::decode(&body) {
@@ -922,8 +1006,7 @@ async fn handle_frame(
     if env.cancel {
         if state.cancel(env.id) {
             tracing::debug!(id = env.id, "call cancelled by the client");
-        } else if let Some(i) = parked.iter().position(|p| p.env.id == env.id) {
-            parked.remove(i);
+        } else if parked.remove(env.id) {
             tracing::debug!(
                 id = env.id,
                 "call cancelled by the client before it started"
@@ -949,15 +1032,16 @@ async fn handle_frame(
             return;
         }
     };
-    if state.lock().calls.contains_key(&id) || parked.iter().any(|p| p.env.id == id) {
+    if state.lock().calls.contains_key(&id) || parked.contains(id) {
         let e = HandlerError::bad_data(format!("call id {id} is already in flight"));
         state.reply(id, Err(e)).await;
         return;
     }
-    let call = Parked {
+    let mut call = Parked {
         env,
         handler,
         deadline,
+        retained: 0,
     };
     // Start at once if a slot is free and nobody is queued ahead.
     if parked.is_empty()
@@ -966,7 +1050,9 @@ async fn handle_frame(
         start_call(state, peer, call, slots).await;
         return;
     }
-    parked.push_back(call);
+    call.retained = detach(&mut call.env, body.len());
+    drop(body);
+    parked.push(call);
 }
 
 /// Runs a call in its own task, holding its slots until it ends.
@@ -975,6 +1061,7 @@ async fn start_call(state: &Arc<ConnState>, peer: &Arc<Cred>, call: Parked, slot
         env,
         handler,
         deadline,
+        ..
     } = call;
     let id = env.id;
     if deadline.is_some_and(|d| d <= Instant::now()) {
