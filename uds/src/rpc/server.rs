@@ -817,6 +817,13 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
         if !keep_going {
             break;
         }
+        // Frames already in the read buffer are handed out without touching
+        // the socket, so without this a peer that keeps the buffer full
+        // (cancellations, bad frames, cheap calls) would hold this worker
+        // thread and starve every other connection on it. Each frame costs
+        // a unit of tokio's cooperative budget; when it runs out, the task
+        // yields to the others.
+        tokio::task::coop::consume_budget().await;
     }
     // Requests that never got a slot are answered, with their ids.
     if !broken {
