@@ -44,6 +44,7 @@ mod client;
 mod context;
 mod envelope;
 mod error;
+pub(crate) mod log_limit;
 mod outbox;
 mod server;
 mod typed;
