@@ -56,13 +56,6 @@ fn framed(body: &[u8]) -> Vec<u8> {
     out.to_vec()
 }
 
-fn cancel_frame(id: u32) -> Vec<u8> {
-    let mut e = Envelope::default();
-    e.id = id;
-    e.cancel = true;
-    envelope_frame(&e)
-}
-
 /// An attacker's raw connection: bytes out, frames in.
 struct Raw {
     rd: FrameReader<OwnedReadHalf>,
@@ -115,8 +108,6 @@ fn live(builder: ServerBuilder) -> Live {
 fn gate() -> Arc<tokio::sync::Semaphore> {
     Arc::new(tokio::sync::Semaphore::new(0))
 }
-
-const MIB: u64 = 1 << 20;
 
 /// Item 3 of issue 10: requests waiting for a call slot are bounded by the
 /// bytes they keep alive, padding in unknown envelope fields included. One
@@ -226,17 +217,16 @@ struct Flood {
 }
 
 impl Flood {
-    /// Starts `uds-flood ARGS` (as `uid`, if given) and waits until it
-    /// prints `ready`.
-    async fn start(args: &[&str], uid: Option<u32>) -> Flood {
+    /// Starts `uds-flood ARGS` (as uid 65534 if `as_nobody`) and waits
+    /// until it prints `ready`.
+    async fn start(args: &[&str], as_nobody: bool) -> Flood {
         use std::io::BufRead;
-        let mut cmd = match uid {
-            Some(_) => uds_tests::probe_as_nobody(FLOOD, args),
-            None => {
-                let mut c = std::process::Command::new(FLOOD);
-                c.args(args);
-                c
-            }
+        let mut cmd = if as_nobody {
+            uds_tests::probe_as_nobody(FLOOD, args)
+        } else {
+            let mut c = std::process::Command::new(FLOOD);
+            c.args(args);
+            c
         };
         cmd.stdout(std::process::Stdio::piped());
         let mut child = cmd.spawn().expect("start uds-flood");
@@ -318,7 +308,7 @@ async fn floods_from_two_connections_do_not_starve_a_steady_client() {
     let mut failures = Vec::new();
     for kind in ["cancel", "bad", "call"] {
         let path = uds_tests::arg(&live.path).to_owned();
-        let flood = Flood::start(&["frames", &path, "2", kind, "2500"], None).await;
+        let flood = Flood::start(&["frames", &path, "2", kind, "2500"], false).await;
         tokio::time::sleep(Duration::from_millis(200)).await;
         let (flooded, n) = p99(&client, 300, Duration::from_secs(2)).await;
         drop(flood);
@@ -334,4 +324,301 @@ async fn floods_from_two_connections_do_not_starve_a_steady_client() {
     drop(client);
     let report = live.server.shutdown(Duration::from_secs(10)).await;
     assert!(report.graceful, "{report:?}");
+}
+
+/// `/echo` and `/slow` (never finishes; counts its starts).
+fn echo_and_slow(builder: ServerBuilder, started: &Arc<AtomicU64>) -> ServerBuilder {
+    let started = started.clone();
+    builder
+        .handler("/echo", |_, req| async move { Ok(req) })
+        .handler("/slow", move |_, _| {
+            started.fetch_add(1, Ordering::SeqCst);
+            async move {
+                std::future::pending::<()>().await;
+                Ok(Bytes::new())
+            }
+        })
+}
+
+/// Calls `/echo` on `client` one call after another for `window`, each
+/// with a 2 s timeout; returns the p99 and the number of calls, or the
+/// first failure.
+async fn steady_for(client: &Client, window: Duration) -> Result<(Duration, usize), String> {
+    let opts = uds::rpc::CallOptions::timeout(Duration::from_secs(2));
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < window {
+        let t = Instant::now();
+        match client.call_with("/echo", "steady".into(), opts).await {
+            Ok(r) if r == "steady" => lat.push(t.elapsed()),
+            other => {
+                return Err(format!(
+                    "call {} failed after {:?}: {other:?}",
+                    lat.len(),
+                    t.elapsed()
+                ));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    lat.sort();
+    let i = (lat.len() * 99).div_ceil(100).saturating_sub(1);
+    Ok((lat[i], lat.len()))
+}
+
+/// Item 2 of issue 10, the reviewer's scenario, with the default limits:
+/// another process opens 16 connections and sends 128 slow calls with no
+/// deadline on each (2048, twice the server's call limit), while a steady
+/// client in this process keeps calling. The steady client is served
+/// throughout; the attacker is held to its process's quota, and its
+/// requests beyond the queue quota are refused with a typed error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_flooding_slow_calls_does_not_starve_another() {
+    let _alone = ALONE.lock().await;
+    let started = Arc::new(AtomicU64::new(0));
+    let live = live(echo_and_slow(Server::builder(), &started));
+    let client = Client::connect(&live.path).await.unwrap();
+    let (idle, _) = steady_for(&client, Duration::from_millis(500))
+        .await
+        .unwrap();
+    let path = uds_tests::arg(&live.path).to_owned();
+    let flood = Flood::start(&["slow", &path, "16", "128", "/slow", "6000"], false).await;
+    // The attack is in place once the server has stopped starting calls.
+    let running = settled(
+        &started,
+        Duration::from_millis(500),
+        Duration::from_secs(10),
+    )
+    .await;
+    let steady = steady_for(&client, Duration::from_secs(3)).await;
+    let summary = flood.summary().await;
+    eprintln!(
+        "slow-call flood from another process (16 x 128 calls): {running} started; \
+         attacker: {summary}; steady client: {steady:?} (idle p99 {idle:?})"
+    );
+    let (p99, calls) = steady.unwrap_or_else(|e| panic!("the steady client starved: {e}"));
+    assert!(calls >= 50, "only {calls} steady calls in 3 s");
+    assert!(p99 < Duration::from_secs(1), "steady p99 {p99:?}");
+    assert_eq!(
+        running,
+        uds::rpc::DEFAULT_MAX_CALLS_PER_PROCESS as u64,
+        "the attacker's running calls"
+    );
+    assert!(
+        summary.contains(&format!("first_error {:?}", uds::rpc::TOO_MANY_CALLS)),
+        "{summary}"
+    );
+    drop(client);
+    let report = live.server.shutdown(Duration::from_secs(10)).await;
+    assert!(report.graceful, "{report:?}");
+}
+
+/// A raw request for `method` with the given `exp_unix_nano`.
+fn request_with_deadline(id: u32, method: &str, exp_unix_nano: i64) -> Vec<u8> {
+    let mut e = Envelope::default();
+    e.id = id;
+    e.exp_unix_nano = exp_unix_nano;
+    e.method = Bytes::copy_from_slice(method.as_bytes());
+    envelope_frame(&e)
+}
+
+/// Item 2 of issue 10: the server caps a unary call's time whatever the
+/// client asked: a far-future deadline, none at all, or one beyond the
+/// timer's horizon all end at `max_timeout` with a deadline error (code
+/// 2) that names the cap; an earlier deadline of the client's still
+/// applies with its own text. The handler sees the capped deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_timeout_caps_every_unary_call() {
+    const CAP: Duration = Duration::from_millis(400);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    let live = live(
+        Server::builder()
+            .max_timeout(Some(CAP))
+            .handler("/slow", move |ctx, _| {
+                s2.lock().unwrap().push(ctx.remaining());
+                async move {
+                    std::future::pending::<()>().await;
+                    Ok(Bytes::new())
+                }
+            }),
+    );
+    let mut raw = Raw::connect(&live.path).await;
+    let now_ns = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos(),
+        )
+        .unwrap()
+    };
+    // Deadlines: Err(absolute), or Ok(this many ns from when it is sent).
+    let cases = [
+        ("far-future (2100)", Err(FAR), CAP),
+        ("none", Err(0), CAP),
+        ("in 10 minutes", Ok(600_000_000_000), CAP),
+        (
+            "in 150 ms, before the cap",
+            Ok(150_000_000),
+            Duration::from_millis(150),
+        ),
+    ];
+    for (id, (what, exp, expect)) in (1..).zip(cases) {
+        let exp = match exp {
+            Ok(from_now) => now_ns() + from_now,
+            Err(absolute) => absolute,
+        };
+        let start = Instant::now();
+        raw.wr
+            .write_all(&request_with_deadline(id, "/slow", exp))
+            .await
+            .unwrap();
+        let r = raw.reply().await;
+        let took = start.elapsed();
+        eprintln!(
+            "deadline {what}: answered after {took:?}: {:?}",
+            r.err_text()
+        );
+        assert_eq!((r.id, r.err_type), (id, 2), "{what}: {:?}", r.err_text());
+        assert!(
+            took >= expect * 9 / 10 && took < expect + Duration::from_secs(3),
+            "{what}: answered after {took:?}, expected about {expect:?}"
+        );
+        let by_server = r.err_text().contains("max_timeout");
+        assert_eq!(by_server, expect == CAP, "{what}: {:?}", r.err_text());
+    }
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 4);
+    for (i, left) in seen.iter().enumerate() {
+        let left = left.expect("every call has a deadline");
+        assert!(left <= CAP, "call {i}: the handler saw {left:?} left");
+    }
+    let report = live.server.shutdown(Duration::from_secs(10)).await;
+    assert!(report.graceful, "{report:?}");
+}
+
+/// Streams are not cut at `max_timeout` but at their own bound,
+/// `max_stream_duration`, with a deadline error that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_have_their_own_time_bound() {
+    use futures_util::StreamExt;
+    let live = live(
+        Server::builder()
+            .max_timeout(Some(Duration::from_millis(200)))
+            .max_stream_duration(Some(Duration::from_millis(900)))
+            .streaming("/ticks", |_, _| async move {
+                Ok(futures_util::stream::unfold(0u32, |n| async move {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    Some((
+                        Ok::<_, uds::rpc::HandlerError>(Bytes::from(n.to_string())),
+                        n + 1,
+                    ))
+                }))
+            }),
+    );
+    let client = Client::connect(&live.path).await.unwrap();
+    let opts = uds::rpc::CallOptions::timeout(Duration::from_secs(60));
+    let start = Instant::now();
+    let mut s = client
+        .call_stream("/ticks", Bytes::new(), opts)
+        .await
+        .unwrap();
+    let mut items = 0;
+    let err = loop {
+        match s.next().await {
+            Some(Ok(_)) => items += 1,
+            Some(Err(e)) => break e,
+            None => panic!("the stream ended without an error"),
+        }
+    };
+    let took = start.elapsed();
+    eprintln!("stream: {items} items, ended after {took:?} with {err}");
+    assert!(
+        matches!(&err, uds::rpc::RpcError::DeadlineExceeded { message } if message.contains("max_stream_duration")),
+        "{err:?}"
+    );
+    assert!(items >= 8, "only {items} items: cut at max_timeout?");
+    assert!(
+        took >= Duration::from_millis(800) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    drop(s);
+    drop(client);
+    let report = live.server.shutdown(Duration::from_secs(10)).await;
+    assert!(report.graceful, "{report:?}");
+}
+
+/// Item 2 of issue 10: connections per user. Another user (uid 65534)
+/// opens 20 connections against a limit of 8: 8 are served, the rest
+/// closed unanswered, while this process's user is still served. Needs
+/// root, to start the attacker as that user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_per_user_quota_are_closed() {
+    const TEST: &str = "connections_beyond_the_per_user_quota_are_closed";
+    if !uds_tests::is_root() {
+        eprintln!("SKIPPED {TEST}: needs root");
+        return;
+    }
+    let dir = uds_tests::tempdir_with_mode(0o755);
+    let path = dir.path().join("bounds.sock");
+    let server = Server::builder()
+        .max_connections_per_user(8)
+        .handler("/echo", |_, req| async move { Ok(req) })
+        .build()
+        .unwrap();
+    let listener = uds::net::Listener::builder(&path)
+        .mode(0o666)
+        .policy(uds::auth::Policy::allow_all())
+        .bind()
+        .unwrap();
+    server.serve(listener);
+    let connect = || async {
+        let conn = uds::net::Connector::new().any_mode().connect(&path).await;
+        Client::new(conn.unwrap())
+    };
+    // This user holds a connection open throughout.
+    let client = connect().await;
+    assert_eq!(client.call("/echo", "before").await.unwrap(), "before");
+    let flood = Flood::start(&["conns", uds_tests::arg(&path), "20", "300"], true).await;
+    // While the other user holds its 8: this user's own 8 (the limit is per
+    // user: the other's flood takes none of them).
+    let mut mine = Vec::new();
+    for i in 0..7 {
+        let c = connect().await;
+        assert_eq!(
+            c.call("/echo", format!("mine {i}")).await.unwrap(),
+            format!("mine {i}")
+        );
+        mine.push(c);
+    }
+    let summary = flood.summary().await;
+    eprintln!(
+        "uid {} opened 20 connections, limit 8: {summary}",
+        uds_tests::NOBODY
+    );
+    assert_eq!(summary, "served 8 closed 12 failed 0");
+    assert_eq!(client.call("/echo", "after").await.unwrap(), "after");
+    drop((client, mine));
+    let report = server.shutdown(Duration::from_secs(10)).await;
+    assert!(report.graceful, "{report:?}");
+}
+
+/// Waits until `counter` has not moved for `quiet` (or `limit` passed) and
+/// returns its value.
+async fn settled(counter: &AtomicU64, quiet: Duration, limit: Duration) -> u64 {
+    let start = Instant::now();
+    let mut last = counter.load(Ordering::SeqCst);
+    let mut since = Instant::now();
+    while start.elapsed() < limit {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = counter.load(Ordering::SeqCst);
+        if now != last {
+            last = now;
+            since = Instant::now();
+        } else if since.elapsed() >= quiet {
+            break;
+        }
+    }
+    last
 }

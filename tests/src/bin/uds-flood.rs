@@ -14,6 +14,11 @@
 //! wire's "no deadline"), then count the replies for MILLIS ms. Prints
 //! `connected C ok O err1 A err2 B err3 C err4 D closed K` (K: connections
 //! the server closed) and the first error text, if any.
+//!
+//! `uds-flood conns PATH CONNS MILLIS`: open CONNS connections, make one
+//! `/echo` call on each, and hold them open for MILLIS ms. Prints
+//! `served S closed C failed F`: connections that got their reply, that the
+//! server closed unanswered, and that could not connect.
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -38,7 +43,8 @@ fn main() {
         ["slow", path, conns, calls, method, ms] => {
             slow(path, num(conns), num(calls), method, num(ms))
         }
-        _ => Err("usage: uds-flood frames|slow ...".to_owned()),
+        ["conns", path, conns, ms] => Ok(conns_flood(path, num(conns), num(ms))),
+        _ => Err("usage: uds-flood frames|slow|conns ...".to_owned()),
     };
     match out {
         Ok(line) => println!("{line}"),
@@ -234,4 +240,31 @@ fn read_replies(mut s: UnixStream, tally: &Tally, stop: &AtomicBool) {
             }
         }
     }
+}
+
+fn conns_flood(path: &str, conns: u64, ms: u64) -> String {
+    let (mut served, mut closed, mut failed) = (0u64, 0u64, 0u64);
+    let mut open = Vec::new();
+    for id in 1..=conns {
+        let Ok(mut s) = UnixStream::connect(path) else {
+            failed += 1;
+            continue;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        if s.write_all(&request(id as u32, "/echo", b"hi")).is_err() {
+            closed += 1;
+            continue;
+        }
+        let mut buf = [0u8; 256];
+        match s.read(&mut buf) {
+            Ok(n) if n > 0 => served += 1,
+            _ => closed += 1,
+        }
+        open.push(s);
+    }
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    std::thread::sleep(Duration::from_millis(ms));
+    drop(open);
+    format!("served {served} closed {closed} failed {failed}")
 }
