@@ -622,3 +622,161 @@ async fn settled(counter: &AtomicU64, quiet: Duration, limit: Duration) -> u64 {
     }
     last
 }
+
+/// One event the server logged: its level, message and `suppressed` field.
+type Logged = (tracing::Level, String, Option<u64>);
+
+/// A tracing subscriber that keeps every event (at every level) of the
+/// thread it is set on.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<Logged>>>);
+
+impl Captured {
+    fn lines(&self, message: &str) -> Vec<Logged> {
+        let all = self.0.lock().unwrap();
+        all.iter().filter(|e| e.1 == message).cloned().collect()
+    }
+
+    fn total(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    message: String,
+    suppressed: Option<u64>,
+}
+
+impl tracing::field::Visit for Fields {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        if field.name() == "message" {
+            self.message = format!("{value:?}");
+        }
+    }
+
+    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
+        if field.name() == "suppressed" {
+            self.suppressed = Some(value);
+        }
+    }
+}
+
+impl tracing::Subscriber for Captured {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut fields = Fields::default();
+        event.record(&mut fields);
+        let level = *event.metadata().level();
+        self.0
+            .lock()
+            .unwrap()
+            .push((level, fields.message, fields.suppressed));
+    }
+
+    fn enter(&self, _: &tracing::span::Id) {}
+
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+/// Item 7 of issue 10: a peer cannot flood the server's log. 300
+/// connections each break the framing (a negative length), and one
+/// connection sends 20 000 undecodable frames; the server logs a bounded
+/// number of lines for each, and the line after a quiet second says how
+/// many were suppressed. The server runs on this thread, where the
+/// capturing subscriber is set.
+#[test]
+fn a_flood_of_bad_frames_logs_a_bounded_number_of_lines() {
+    const CONNS: u64 = 300;
+    const FRAMES: u64 = 20_000;
+    let captured = Captured::default();
+    let _default = tracing::subscriber::set_default(captured.clone());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let live = live(Server::builder().handler("/echo", |_, req| async move { Ok(req) }));
+        let start = Instant::now();
+        // A header declaring a negative length: a framing error, each.
+        let broken = async {
+            let mut raws = Vec::new();
+            for _ in 0..CONNS {
+                let mut raw = Raw::connect(&live.path).await;
+                raw.wr.write_all(&[0x01]).await.unwrap();
+                raws.push(raw);
+            }
+            for mut raw in raws {
+                // Closed by the server: EOF or a reset.
+                let got = tokio::time::timeout(Duration::from_secs(10), raw.rd.read_frame()).await;
+                assert!(matches!(got, Ok(Ok(None) | Err(_))), "{got:?}");
+            }
+        };
+        broken.await;
+        // Undecodable bodies, each answered with a bad-data error.
+        let mut raw = Raw::connect(&live.path).await;
+        let junk: Vec<u8> = (0..FRAMES).flat_map(|_| [0x06, 0xff, 0xff, 0xff]).collect();
+        let (mut rd, mut wr) = (raw.rd, raw.wr);
+        let writer = tokio::spawn(async move {
+            wr.write_all(&junk).await.unwrap();
+            wr
+        });
+        for _ in 0..FRAMES {
+            let body = rd.read_frame().await.unwrap().expect("a reply");
+            let r = Envelope::decode(&body).unwrap();
+            assert_eq!((r.id, r.err_type), (0, 3));
+        }
+        raw.wr = writer.await.unwrap();
+        raw.rd = rd;
+        let flood_time = start.elapsed();
+        let framing = captured.lines("closing connection: bad framing");
+        let undecodable = captured.lines("undecodable request");
+        eprintln!(
+            "{CONNS} framing errors and {FRAMES} undecodable frames in {flood_time:?}: \
+             {} and {} lines logged, {} in all",
+            framing.len(),
+            undecodable.len(),
+            captured.total()
+        );
+        // One line a second per kind, and one to start with.
+        let allowed = 2 + flood_time.as_secs() as usize;
+        assert!(
+            (1..=allowed).contains(&framing.len()),
+            "{} bad-framing lines for {CONNS} connections in {flood_time:?}",
+            framing.len()
+        );
+        assert!(
+            (1..=allowed).contains(&undecodable.len()),
+            "{} undecodable-request lines for {FRAMES} frames in {flood_time:?}",
+            undecodable.len()
+        );
+        assert!(framing.iter().all(|l| l.0 == tracing::Level::WARN));
+        // After a quiet second, the next line carries the count of those
+        // suppressed: together, every event is accounted for.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let mut last = Raw::connect(&live.path).await;
+        last.wr.write_all(&[0x01]).await.unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(10), last.rd.read_frame()).await;
+        let framing = captured.lines("closing connection: bad framing");
+        let suppressed: u64 = framing.iter().map(|l| l.2.unwrap_or(0)).sum();
+        assert_eq!(
+            suppressed + framing.len() as u64,
+            CONNS + 1,
+            "lines {framing:?}"
+        );
+        drop(raw);
+        let report = live.server.shutdown(Duration::from_secs(10)).await;
+        assert!(report.graceful, "{report:?}");
+    });
+}
