@@ -449,8 +449,15 @@ async fn a_process_flooding_slow_calls_does_not_starve_another() {
         uds::rpc::DEFAULT_MAX_CALLS_PER_PROCESS as u64,
         "the attacker's running calls"
     );
+    // 2048 sent: 256 run, 1024 wait (the process's queue quota), and the
+    // other 768 are refused at once, with the stable text.
     assert!(
-        summary.contains(&format!("first_error {:?}", uds::rpc::TOO_MANY_CALLS)),
+        summary.contains(&format!(
+            "err4 {} closed 0 first_error {:?}",
+            2048 - uds::rpc::DEFAULT_MAX_CALLS_PER_PROCESS
+                - uds::rpc::DEFAULT_MAX_QUEUED_PER_PROCESS,
+            uds::rpc::TOO_MANY_CALLS
+        )),
         "{summary}"
     );
     // The attacker has gone: its calls are cancelled, and shutdown is

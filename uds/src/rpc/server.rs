@@ -1595,3 +1595,64 @@ fn deadline_of(exp_unix_nano: i64, default: Option<Duration>) -> Result<Option<I
         .checked_add(left)
         .filter(|_| left < Duration::from_secs(366 * 86_400)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An envelope decoded from a frame of `method`, `data` and `pad` bytes
+    /// of an unknown field (99), with the frame's length.
+    fn decoded(method: &[u8], data: &[u8], pad: usize) -> (Envelope, usize) {
+        let mut body = Vec::new();
+        Envelope {
+            id: 7,
+            method: Bytes::copy_from_slice(method),
+            data: Bytes::copy_from_slice(data),
+            ..Envelope::default()
+        }
+        .encode(&mut body);
+        if pad > 0 {
+            super::super::envelope::put_varint(&mut body, (99 << 3) | 2);
+            super::super::envelope::put_varint(&mut body, pad as u64);
+            body.resize(body.len() + pad, 0);
+        }
+        let frame = Bytes::from(body);
+        (Envelope::decode(&frame).unwrap(), frame.len())
+    }
+
+    /// Whether two `Bytes` start at the same address, i.e. one is still a
+    /// view of the other's memory (here: of the frame).
+    fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+        a.as_ptr() == b.as_ptr()
+    }
+
+    #[test]
+    fn a_padded_request_is_copied_out_and_counted_by_what_it_keeps() {
+        let (mut env, len) = decoded(b"/m", b"data", 1 << 20);
+        let before = env.data.clone();
+        let kept = detach(&mut env, len);
+        assert_eq!(kept, 2 + 4);
+        assert_eq!((&env.method[..], &env.data[..]), (&b"/m"[..], &b"data"[..]));
+        assert!(
+            !same_bytes(&before, &env.data),
+            "still a slice of the frame"
+        );
+    }
+
+    #[test]
+    fn a_request_that_is_mostly_data_keeps_its_frame_counted_twice() {
+        let (mut env, len) = decoded(b"/m", &vec![1; 64 * 1024], 1024);
+        let before = env.data.clone();
+        assert_eq!(detach(&mut env, len), 2 * len);
+        assert!(same_bytes(&before, &env.data), "copied for nothing");
+    }
+
+    #[test]
+    fn a_small_request_is_copied_out_of_the_shared_buffer() {
+        let (mut env, len) = decoded(b"/m", b"tiny", 0);
+        let before = env.data.clone();
+        assert_eq!(detach(&mut env, len), 6);
+        assert!(!same_bytes(&before, &env.data));
+        assert!(env.err.is_empty());
+    }
+}
