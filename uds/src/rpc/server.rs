@@ -535,6 +535,12 @@ impl Default for Logs {
 /// Least time between two log lines of one kind that a peer can trigger.
 const LOG_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Replies that could not be sent because their connection closed: a peer
+/// that leaves with many calls in flight would log one line per call. Kept
+/// process-wide: the connection's state, which sends them, does not know
+/// its server.
+static NOT_SENT: RateLimited = RateLimited::new(LOG_INTERVAL);
+
 /// What one peer process, or one user, holds in the server.
 #[derive(Debug)]
 struct Usage {
@@ -895,8 +901,10 @@ impl ConnState {
             }
             Err(e) => self.push_failure(id, &e, false).await,
         };
-        if let Err(closed) = result {
-            tracing::debug!(id, %closed, "reply not sent: connection closed");
+        if let Err(closed) = result
+            && let Some(suppressed) = NOT_SENT.allow()
+        {
+            tracing::debug!(id, %closed, suppressed, "reply not sent: connection closed");
         }
     }
 
@@ -937,8 +945,10 @@ impl ConnState {
             }
             Err(e) => self.push_failure(id, &e, true).await,
         };
-        if let Err(closed) = result {
-            tracing::debug!(id, %closed, "stream end not sent: connection closed");
+        if let Err(closed) = result
+            && let Some(suppressed) = NOT_SENT.allow()
+        {
+            tracing::debug!(id, %closed, suppressed, "stream end not sent: connection closed");
         }
     }
 
