@@ -36,7 +36,9 @@ impl Context {
         self.id
     }
 
-    /// When the call's deadline passes, if it has one.
+    /// When the call's deadline passes, if it has one: the client's, or the
+    /// server's cap (`max_timeout`, or `max_stream_duration` for a stream)
+    /// if that comes sooner.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline
     }

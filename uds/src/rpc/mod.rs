@@ -44,6 +44,7 @@ mod client;
 mod context;
 mod envelope;
 mod error;
+pub(crate) mod log_limit;
 mod outbox;
 mod server;
 mod typed;
@@ -57,7 +58,9 @@ pub use error::{ErrorCode, HandlerError, RpcError};
 pub use outbox::DEFAULT_WRITE_STALL;
 pub use server::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CALLS, DEFAULT_MAX_CALLS_PER_CONNECTION,
-    DEFAULT_STREAM_WINDOW, ServedConnection, Server, ServerBuilder, ShutdownReport,
+    DEFAULT_MAX_CALLS_PER_PROCESS, DEFAULT_MAX_CALLS_PER_USER, DEFAULT_MAX_CONNECTIONS_PER_USER,
+    DEFAULT_MAX_QUEUED_PER_PROCESS, DEFAULT_MAX_QUEUED_PER_USER, DEFAULT_MAX_TIMEOUT,
+    DEFAULT_STREAM_WINDOW, ServedConnection, Server, ServerBuilder, ShutdownReport, TOO_MANY_CALLS,
 };
 
 /// Send buffer asked for on every RPC connection (Linux doubles it, to

@@ -4,7 +4,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -20,13 +20,15 @@ use tokio_util::task::TaskTracker;
 use super::context::Context;
 use super::envelope::{Envelope, EnvelopeRef};
 use super::error::{ErrorCode, HandlerError, RpcError};
+use super::log_limit::RateLimited;
 use super::outbox::Outbox;
 use crate::cred::Cred;
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameError, FrameReader};
 use crate::net::{Conn, Listener};
 
 /// Default most calls running at once on one connection: 128. Further
-/// requests wait in a queue (at least 64 of them, at most 16 MiB) while the
+/// requests wait in a queue (at least 64 of them; reading stops once they
+/// keep 16 MiB alive, counting whole frames, padding included) while the
 /// connection goes on being read for cancellations and stream credit; when
 /// that queue is full too, the server stops reading the connection until a
 /// call finishes (backpressure; the client's writes then wait).
@@ -34,6 +36,35 @@ pub const DEFAULT_MAX_CALLS_PER_CONNECTION: usize = 128;
 /// Default most calls running at once in the whole server: 1024. Same
 /// behaviour when reached.
 pub const DEFAULT_MAX_CALLS: usize = 1024;
+/// Default most calls running at once for one peer process (by the pid the
+/// kernel reported when it connected), over all its connections: 256. Same
+/// behaviour when reached: further requests wait in their connection's
+/// queue. One process cannot take the whole server's call slots.
+pub const DEFAULT_MAX_CALLS_PER_PROCESS: usize = 256;
+/// Default most calls running at once for one user (uid), over all its
+/// processes: 512, half the server. Under the default policy every peer is
+/// the server's own user, so this is then the server's working limit.
+pub const DEFAULT_MAX_CALLS_PER_USER: usize = 512;
+/// Default most requests of one peer process waiting for a call slot, over
+/// all its connections: 1024. A request beyond it is answered at once with
+/// a server error (code 4), [`TOO_MANY_CALLS`].
+pub const DEFAULT_MAX_QUEUED_PER_PROCESS: usize = 1024;
+/// Default most requests of one user waiting for a call slot: 4096; beyond
+/// it, as for a process.
+pub const DEFAULT_MAX_QUEUED_PER_USER: usize = 4096;
+/// Default most connections open at once from one user (uid): 2048. A
+/// connection beyond it is closed unread (logged at most once a second).
+/// Keep it under the process's descriptor limit divided by the users you
+/// admit, or one user can exhaust the descriptors.
+pub const DEFAULT_MAX_CONNECTIONS_PER_USER: usize = 2048;
+/// Default cap on any unary call's time, whatever deadline the client sent
+/// (far-future, or none): 5 minutes. Long for an IPC call, so real work is
+/// not cut short, yet a call slot held by a stuck or hostile call comes back
+/// within minutes, not never.
+pub const DEFAULT_MAX_TIMEOUT: Duration = Duration::from_secs(5 * 60);
+/// The text of the server error (code 4) answering a request beyond its
+/// peer's queue quota. Stable: clients may match on it.
+pub const TOO_MANY_CALLS: &str = "uds: too many calls from this peer";
 /// Default time a connection with no call in flight may stay silent before
 /// the server closes it: 15 minutes.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
@@ -73,7 +104,7 @@ where
             let outcome = match fut {
                 Ok(fut) => {
                     let pump = pump_stream(fut, &call);
-                    run_to_deadline(pump, call.deadline).await
+                    run_to_deadline(pump, call.deadline, call.expiry).await
                 }
                 Err(_) => Err(panicked()),
             };
@@ -151,7 +182,7 @@ where
         let fut = std::panic::catch_unwind(AssertUnwindSafe(|| (self.0)(ctx, req)));
         tokio::spawn(async move {
             let outcome = match fut {
-                Ok(fut) => run_to_deadline(fut, call.deadline).await,
+                Ok(fut) => run_to_deadline(fut, call.deadline, call.expiry).await,
                 Err(_) => Err(panicked()),
             };
             call.finish(outcome).await;
@@ -164,19 +195,24 @@ fn panicked() -> HandlerError {
     HandlerError::server("the handler panicked")
 }
 
+/// What a call that runs out of time is told, by who set its deadline.
+const EXPIRED_CLIENT: &str = "the handler did not finish before the call's deadline";
+const EXPIRED_MAX_TIMEOUT: &str =
+    "the handler did not finish within the server's limit on a call's time (max_timeout)";
+const EXPIRED_MAX_STREAM: &str =
+    "the stream did not finish within the server's limit on a stream's time (max_stream_duration)";
+
 async fn run_to_deadline<Fut: Future<Output = Outcome>>(
     fut: Fut,
     deadline: Option<Instant>,
+    expiry: &'static str,
 ) -> Outcome {
     let guarded = AssertUnwindSafe(fut).catch_unwind();
     let result = match deadline {
         Some(at) => match tokio::time::timeout_at(at, guarded).await {
             Ok(r) => r,
             Err(_) => {
-                return Err(HandlerError::with_code(
-                    ErrorCode::DeadlineExceeded,
-                    "the handler did not finish before the call's deadline",
-                ));
+                return Err(HandlerError::with_code(ErrorCode::DeadlineExceeded, expiry));
             }
         },
         None => guarded.await,
@@ -195,6 +231,13 @@ struct Config {
     write_queue: usize,
     write_stall: Duration,
     default_timeout: Option<Duration>,
+    max_timeout: Option<Duration>,
+    max_stream_duration: Option<Duration>,
+    max_calls_per_process: usize,
+    max_calls_per_user: usize,
+    max_queued_per_process: usize,
+    max_queued_per_user: usize,
+    max_connections_per_user: usize,
 }
 
 impl Default for Config {
@@ -208,6 +251,13 @@ impl Default for Config {
             write_queue: super::client::DEFAULT_WRITE_QUEUE,
             write_stall: super::outbox::DEFAULT_WRITE_STALL,
             default_timeout: None,
+            max_timeout: Some(DEFAULT_MAX_TIMEOUT),
+            max_stream_duration: None,
+            max_calls_per_process: DEFAULT_MAX_CALLS_PER_PROCESS,
+            max_calls_per_user: DEFAULT_MAX_CALLS_PER_USER,
+            max_queued_per_process: DEFAULT_MAX_QUEUED_PER_PROCESS,
+            max_queued_per_user: DEFAULT_MAX_QUEUED_PER_USER,
+            max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
         }
     }
 }
@@ -323,9 +373,74 @@ impl ServerBuilder {
     }
 
     /// Deadline for calls that arrive without one (`exp_unix_nano` 0).
-    /// Default: none.
+    /// Default: none. It does not bound a deadline the client sent; see
+    /// [`max_timeout`](Self::max_timeout) for that.
     pub fn default_timeout(mut self, t: Option<Duration>) -> Self {
         self.config.default_timeout = t;
+        self
+    }
+
+    /// The server's cap on a unary call's time, counted from when its
+    /// request arrived (time waiting for a slot included), whatever deadline
+    /// the client sent: an earlier deadline still applies, a later one, a
+    /// far-future one or none is cut to this. The handler sees the capped
+    /// deadline in [`Context::deadline`]; at it, the handler is dropped and
+    /// the client gets a deadline error (code 2). Default
+    /// [`DEFAULT_MAX_TIMEOUT`] (5 minutes); `None` removes the cap (a peer
+    /// can then hold call slots for as long as it likes).
+    pub fn max_timeout(mut self, t: Option<Duration>) -> Self {
+        self.config.max_timeout = t;
+        self
+    }
+
+    /// The server's cap on a server stream's time, counted as for
+    /// [`max_timeout`](Self::max_timeout), which streams are not subject to
+    /// (a stream may rightly outlive any call). Default: none; the client's
+    /// deadline and the per-peer quotas still bound streams.
+    pub fn max_stream_duration(mut self, t: Option<Duration>) -> Self {
+        self.config.max_stream_duration = t;
+        self
+    }
+
+    /// Most calls running at once for one peer process, over all its
+    /// connections (default [`DEFAULT_MAX_CALLS_PER_PROCESS`]). Processes
+    /// are told apart by the pid the kernel reported at connect. Beyond it,
+    /// requests wait in their connection's queue.
+    pub fn max_calls_per_process(mut self, n: usize) -> Self {
+        self.config.max_calls_per_process = n;
+        self
+    }
+
+    /// Most calls running at once for one user (uid), over all its
+    /// processes (default [`DEFAULT_MAX_CALLS_PER_USER`]). Beyond it,
+    /// requests wait in their connection's queue.
+    pub fn max_calls_per_user(mut self, n: usize) -> Self {
+        self.config.max_calls_per_user = n;
+        self
+    }
+
+    /// Most requests of one peer process waiting for a call slot, over all
+    /// its connections (default [`DEFAULT_MAX_QUEUED_PER_PROCESS`]). A
+    /// request beyond it is answered at once with a server error (code 4)
+    /// reading [`TOO_MANY_CALLS`]; the connection goes on.
+    pub fn max_queued_per_process(mut self, n: usize) -> Self {
+        self.config.max_queued_per_process = n;
+        self
+    }
+
+    /// Most requests of one user waiting for a call slot (default
+    /// [`DEFAULT_MAX_QUEUED_PER_USER`]); beyond it, as for a process.
+    pub fn max_queued_per_user(mut self, n: usize) -> Self {
+        self.config.max_queued_per_user = n;
+        self
+    }
+
+    /// Most connections open at once from one user (default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_USER`]). A connection beyond it is
+    /// closed before a frame is read, with a warning logged at most once a
+    /// second.
+    pub fn max_connections_per_user(mut self, n: usize) -> Self {
+        self.config.max_connections_per_user = n;
         self
     }
 
@@ -339,13 +454,24 @@ impl ServerBuilder {
                 ),
             });
         }
-        let limits = [self.config.max_calls, self.config.max_calls_per_conn];
+        let c = &self.config;
+        let limits = [
+            c.max_calls,
+            c.max_calls_per_conn,
+            c.max_calls_per_process,
+            c.max_calls_per_user,
+        ];
         if limits.iter().any(|&n| n == 0 || n > Semaphore::MAX_PERMITS) {
             return Err(RpcError::Config {
                 message: format!(
                     "call limits must be between 1 and {}",
                     Semaphore::MAX_PERMITS
                 ),
+            });
+        }
+        if c.max_connections_per_user == 0 {
+            return Err(RpcError::Config {
+                message: "max_connections_per_user must be at least 1".to_owned(),
             });
         }
         let shared = Arc::new(Shared {
@@ -356,6 +482,8 @@ impl ServerBuilder {
             hard_stop: CancellationToken::new(),
             tracker: TaskTracker::new(),
             aborted: AtomicU64::new(0),
+            peers: Peers::default(),
+            logs: Logs::default(),
         });
         Ok(Server {
             owner: Arc::new(Owner(shared)),
@@ -371,6 +499,155 @@ struct Shared {
     hard_stop: CancellationToken,
     tracker: TaskTracker,
     aborted: AtomicU64,
+    peers: Peers,
+    logs: Logs,
+}
+
+/// One limiter per kind of log line a peer can trigger: each is logged at
+/// most once a second, with a count of those suppressed.
+struct Logs {
+    bad_framing: RateLimited,
+    read_failed: RateLimited,
+    undecodable: RateLimited,
+    cancelled: RateLimited,
+    too_many_connections: RateLimited,
+    too_many_calls: RateLimited,
+    write_failed: RateLimited,
+    idle: RateLimited,
+}
+
+impl Default for Logs {
+    fn default() -> Self {
+        let every = || RateLimited::new(LOG_INTERVAL);
+        Logs {
+            bad_framing: every(),
+            read_failed: every(),
+            undecodable: every(),
+            cancelled: every(),
+            too_many_connections: every(),
+            too_many_calls: every(),
+            write_failed: every(),
+            idle: every(),
+        }
+    }
+}
+
+/// Least time between two log lines of one kind that a peer can trigger.
+const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Replies that could not be sent because their connection closed: a peer
+/// that leaves with many calls in flight would log one line per call. Kept
+/// process-wide: the connection's state, which sends them, does not know
+/// its server.
+static NOT_SENT: RateLimited = RateLimited::new(LOG_INTERVAL);
+
+/// What one peer process, or one user, holds in the server.
+#[derive(Debug)]
+struct Usage {
+    /// Call slots: running calls.
+    calls: Arc<Semaphore>,
+    /// Requests waiting for a slot, over all its connections.
+    queued: AtomicUsize,
+}
+
+/// Usage by peer process and by user, each entry kept while a connection of
+/// that peer is open. A pid reused by a new process while connections of
+/// the old one are still open shares their entry.
+#[derive(Default)]
+struct Peers {
+    /// By uid: connections open and usage. Locked before `pids`.
+    uids: Mutex<HashMap<u32, (usize, Arc<Usage>)>>,
+    /// By pid: connections open and usage.
+    pids: Mutex<HashMap<i32, (usize, Arc<Usage>)>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// A connection's share of its peer's entries, released when it closes.
+struct PeerHold {
+    shared: Arc<Shared>,
+    pid: i32,
+    uid: u32,
+    process: Arc<Usage>,
+    user: Arc<Usage>,
+}
+
+impl PeerHold {
+    /// Counts a new connection of `peer`, or returns how many its user has
+    /// open if that is already the limit.
+    fn register(shared: &Arc<Shared>, peer: &Cred) -> Result<PeerHold, usize> {
+        let c = &shared.config;
+        let usage = |n| {
+            Arc::new(Usage {
+                calls: Arc::new(Semaphore::new(n)),
+                queued: AtomicUsize::new(0),
+            })
+        };
+        let mut uids = lock(&shared.peers.uids);
+        let entry = uids
+            .entry(peer.uid)
+            .or_insert_with(|| (0, usage(c.max_calls_per_user)));
+        if entry.0 >= c.max_connections_per_user {
+            return Err(entry.0);
+        }
+        entry.0 += 1;
+        let user = entry.1.clone();
+        let mut pids = lock(&shared.peers.pids);
+        let entry = pids
+            .entry(peer.pid)
+            .or_insert_with(|| (0, usage(c.max_calls_per_process)));
+        entry.0 += 1;
+        let process = entry.1.clone();
+        Ok(PeerHold {
+            shared: shared.clone(),
+            pid: peer.pid,
+            uid: peer.uid,
+            process,
+            user,
+        })
+    }
+}
+
+impl PeerHold {
+    /// [`register`](Self::register), logging a refusal (rate-limited).
+    fn admit(shared: &Arc<Shared>, peer: &Cred) -> Option<Arc<PeerHold>> {
+        match PeerHold::register(shared, peer) {
+            Ok(hold) => Some(Arc::new(hold)),
+            Err(open) => {
+                if let Some(suppressed) = shared.logs.too_many_connections.allow() {
+                    tracing::warn!(
+                        peer = %peer,
+                        open,
+                        limit = shared.config.max_connections_per_user,
+                        suppressed,
+                        "closing connection: too many connections from this user"
+                    );
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Drop for PeerHold {
+    fn drop(&mut self) {
+        let mut uids = lock(&self.shared.peers.uids);
+        if let Some(entry) = uids.get_mut(&self.uid) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                uids.remove(&self.uid);
+            }
+        }
+        let mut pids = lock(&self.shared.peers.pids);
+        if let Some(entry) = pids.get_mut(&self.pid) {
+            entry.0 -= 1;
+            if entry.0 == 0 {
+                pids.remove(&self.pid);
+            }
+        }
+    }
 }
 
 /// Stops everything when the last [`Server`] handle goes.
@@ -389,8 +666,15 @@ impl Drop for Owner {
 /// Every reply carries the request's id. Error replies use the wire codes:
 /// unknown method → 1, deadline → 2, undecodable request → 3, handler error
 /// or panic → 4. A request whose deadline has passed is refused without
-/// running the handler; a handler still running at its deadline is dropped
+/// running the handler; a handler still running at its deadline (the
+/// client's, or the server's cap, [`ServerBuilder::max_timeout`]) is dropped
 /// and answered with a deadline error.
+///
+/// Calls are bounded per connection, per peer process, per user and per
+/// server; a request beyond its peer's queue quota is answered with a
+/// server error reading [`TOO_MANY_CALLS`]. Connections are bounded per
+/// user ([`ServerBuilder::max_connections_per_user`]). Every log line a
+/// peer can trigger is rate-limited (one a second per kind).
 #[derive(Clone)]
 pub struct Server {
     owner: Arc<Owner>,
@@ -649,8 +933,10 @@ impl ConnState {
             }
             Err(e) => self.push_failure(id, &e, false).await,
         };
-        if let Err(closed) = result {
-            tracing::debug!(id, %closed, "reply not sent: connection closed");
+        if let Err(closed) = result
+            && let Some(suppressed) = NOT_SENT.allow()
+        {
+            tracing::debug!(id, %closed, suppressed, "reply not sent: connection closed");
         }
     }
 
@@ -691,8 +977,10 @@ impl ConnState {
             }
             Err(e) => self.push_failure(id, &e, true).await,
         };
-        if let Err(closed) = result {
-            tracing::debug!(id, %closed, "stream end not sent: connection closed");
+        if let Err(closed) = result
+            && let Some(suppressed) = NOT_SENT.allow()
+        {
+            tracing::debug!(id, %closed, suppressed, "stream end not sent: connection closed");
         }
     }
 
@@ -732,7 +1020,8 @@ pub(crate) struct CallGuard {
     seq: u64,
     deadline: Option<Instant>,
     credits: Option<Arc<Semaphore>>,
-    _permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+    expiry: &'static str,
+    _permits: Slots,
 }
 
 impl CallGuard {
@@ -772,6 +1061,10 @@ impl Drop for CallGuard {
 #[allow(clippy::too_many_lines)]
 async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
     let (stream, peer) = conn.into_parts();
+    let Some(hold) = PeerHold::admit(&shared, &peer) else {
+        // Dropped unread: the peer sees the connection close.
+        return;
+    };
     let peer = Arc::new(peer);
     super::widen_send_buffer(&stream);
     let (rd, wr) = stream.into_split();
@@ -799,7 +1092,7 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
     // Requests read but waiting for a call slot. The reader never waits for a
     // slot itself, so cancellations and stream credit keep being read at the
     // limit; only when this queue is full too does it stop reading.
-    let mut parked: VecDeque<Parked> = VecDeque::new();
+    let mut parked = ParkedQueue::new(hold.clone(), &shared.config);
     let park_limit = shared.config.max_calls_per_conn.max(MIN_PARKED);
     // How the reading ended decides what happens to calls in flight.
     let mut eof = false;
@@ -812,58 +1105,81 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
             // the connection broke): stop reading requests too and close,
             // rather than run handlers whose replies go nowhere.
             () = state.outbox.broken() => {
-                tracing::debug!(peer = %peer, "closing connection: replies cannot be written");
+                if let Some(suppressed) = shared.logs.write_failed.allow() {
+                    tracing::debug!(peer = %peer, suppressed, "closing connection: replies cannot be written");
+                }
                 broken = true;
                 break;
             }
-            slots = acquire_slots(&conn_permits, &shared.calls), if !parked.is_empty() => {
-                if let (Some(slots), Some(call)) = (slots, parked.pop_front()) {
+            slots = acquire_slots(&conn_permits, &hold, &shared.calls), if !parked.is_empty() => {
+                if let (Some(slots), Some(call)) = (slots, parked.pop()) {
                     start_call(&state, &peer, call, slots).await;
                 }
                 continue;
             }
             () = idle(&state, shared.config.idle_timeout), if parked.is_empty() => {
-                tracing::debug!(peer = %peer, "closing idle connection");
+                if let Some(suppressed) = shared.logs.idle.allow() {
+                    tracing::debug!(peer = %peer, suppressed, "closing idle connection");
+                }
                 break;
             }
             f = reader.read_frame(), if parked.len() < park_limit
-                && parked_bytes(&parked) < MAX_PARKED_BYTES => f,
+                && parked.bytes() < MAX_PARKED_BYTES => f,
         };
-        let body = match frame {
-            Ok(Some(body)) => body,
-            Ok(None) => {
+        let body = match frame_body(&shared, &peer, frame) {
+            Ok(body) => body,
+            Err(ReadEnd::Eof) => {
                 eof = true;
                 break;
             }
-            Err(FrameError::Io(e)) => {
-                tracing::debug!(peer = %peer, %e, "connection read failed");
-                broken = true;
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(peer = %peer, %e, "closing connection: bad framing");
+            Err(ReadEnd::Broken) => {
                 broken = true;
                 break;
             }
         };
         let keep_going = tokio::select! {
             () = shared.stop_accepting.cancelled() => false,
-            () = handle_frame(&shared, &state, &peer, &conn_permits, &mut parked, body) => true,
+            () = handle_frame(&shared, &state, &peer, &hold, &conn_permits, &mut parked, body) => true,
         };
         if !keep_going {
             break;
         }
+        // Frames already in the read buffer are handed out without touching
+        // the socket, so without this a peer that keeps the buffer full
+        // (cancellations, bad frames, cheap calls) would hold this worker
+        // thread and starve every other connection on it. Each frame costs
+        // a unit of tokio's cooperative budget; when it runs out, the task
+        // yields to the others.
+        tokio::task::coop::consume_budget().await;
     }
+    end_conn(&shared, &state, &reader, writer, &mut parked, eof, broken).await;
+    // The peer's quotas count this connection until here.
+    drop(parked);
+    drop(hold);
+}
+
+/// The end of a connection: answers the requests that never started,
+/// stops the calls if nobody can read their replies, waits for the rest
+/// (until a hard stop), and lets the writer flush.
+async fn end_conn<T>(
+    shared: &Shared,
+    state: &ConnState,
+    reader: &FrameReader<tokio::net::unix::OwnedReadHalf>,
+    writer: tokio::task::JoinHandle<T>,
+    parked: &mut ParkedQueue,
+    eof: bool,
+    broken: bool,
+) {
     // Requests that never got a slot are answered, with their ids.
     if !broken {
-        for call in parked.drain(..) {
+        while let Some(call) = parked.pop() {
             let e = HandlerError::server("the server is shutting down; the call did not start");
             state.reply(call.env.id, Err(e)).await;
         }
     }
     // A broken connection, or a peer that closed both directions (not just
     // its writing side): nobody will read replies, so stop the calls now.
-    if broken || (eof && peer_fully_closed(&reader).await) {
+    if broken || (eof && peer_fully_closed(reader).await) {
         state.outbox.break_with("the connection ended");
         state.cancel_all();
     }
@@ -881,6 +1197,39 @@ async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
     tokio::select! {
         _ = &mut writer => {}
         () = shared.hard_stop.cancelled() => writer.abort(),
+    }
+}
+
+/// How reading a connection ended, short of a stop.
+enum ReadEnd {
+    /// The peer closed its side between frames.
+    Eof,
+    /// Reading failed, or the peer broke the framing.
+    Broken,
+}
+
+/// The body of a frame read, or how the reading ended (logged, at most once
+/// a second per kind).
+fn frame_body(
+    shared: &Shared,
+    peer: &Cred,
+    frame: Result<Option<Bytes>, FrameError>,
+) -> Result<Bytes, ReadEnd> {
+    match frame {
+        Ok(Some(body)) => Ok(body),
+        Ok(None) => Err(ReadEnd::Eof),
+        Err(FrameError::Io(e)) => {
+            if let Some(suppressed) = shared.logs.read_failed.allow() {
+                tracing::debug!(peer = %peer, %e, suppressed, "connection read failed");
+            }
+            Err(ReadEnd::Broken)
+        }
+        Err(e) => {
+            if let Some(suppressed) = shared.logs.bad_framing.allow() {
+                tracing::warn!(peer = %peer, %e, suppressed, "closing connection: bad framing");
+            }
+            Err(ReadEnd::Broken)
+        }
     }
 }
 
@@ -906,43 +1255,192 @@ async fn idle(state: &ConnState, timeout: Option<Duration>) {
 
 /// Requests that may wait for a call slot per connection, at least.
 const MIN_PARKED: usize = 64;
-/// Bytes of requests that may wait for a call slot per connection.
+/// Bytes that requests waiting for a call slot may keep alive per
+/// connection before the server stops reading it (whole frames, or what was
+/// copied out of them: see [`detach`]). The request that crosses it is
+/// still queued, so at most this plus one frame is held.
 const MAX_PARKED_BYTES: usize = 16 * 1024 * 1024;
 
-fn parked_bytes(parked: &VecDeque<Parked>) -> usize {
-    parked.iter().map(|p| p.env.data.len()).sum()
-}
+/// Frames smaller than this are slices of the reader's shared buffer (see
+/// [`FrameReader`]): a parked one would keep that whole buffer alive, so
+/// what it keeps is copied out instead.
+const SHARED_FRAME_MAX: usize = 8 * 1024;
 
 /// A request read but not yet started.
 struct Parked {
     env: Envelope,
     handler: Arc<dyn ErasedHandler>,
     deadline: Option<Instant>,
+    /// What the call is told if it runs out of time.
+    expiry: &'static str,
+    /// Bytes this request keeps alive while it waits.
+    retained: usize,
 }
 
-type Slots = (OwnedSemaphorePermit, OwnedSemaphorePermit);
-
-/// A per-connection and a server-wide call slot, if both are free now.
-fn try_slots(conn: &Arc<Semaphore>, server: &Arc<Semaphore>) -> Option<Slots> {
-    let p1 = conn.clone().try_acquire_owned().ok()?;
-    let p2 = server.clone().try_acquire_owned().ok()?;
-    Some((p1, p2))
+/// A connection's requests waiting for a call slot, with a running count of
+/// the bytes they keep alive, each also counted against its peer's process
+/// and user queue quotas.
+struct ParkedQueue {
+    queue: VecDeque<Parked>,
+    bytes: usize,
+    hold: Arc<PeerHold>,
+    max_per_process: usize,
+    max_per_user: usize,
 }
 
-/// Waits for both slots. Dropped midway (another event won the select),
-/// it releases whatever it had.
-async fn acquire_slots(conn: &Arc<Semaphore>, server: &Arc<Semaphore>) -> Option<Slots> {
-    let p1 = conn.clone().acquire_owned().await.ok()?;
-    let p2 = server.clone().acquire_owned().await.ok()?;
-    Some((p1, p2))
+impl Drop for ParkedQueue {
+    fn drop(&mut self) {
+        for _ in 0..self.queue.len() {
+            self.release();
+        }
+    }
+}
+
+impl ParkedQueue {
+    fn new(hold: Arc<PeerHold>, config: &Config) -> Self {
+        ParkedQueue {
+            queue: VecDeque::new(),
+            bytes: 0,
+            hold,
+            max_per_process: config.max_queued_per_process,
+            max_per_user: config.max_queued_per_user,
+        }
+    }
+
+    /// Takes a place for one more request in the peer's quotas, if both
+    /// have room; [`push`](Self::push) fills it.
+    fn reserve(&self) -> bool {
+        let (process, user) = (&self.hold.process.queued, &self.hold.user.queued);
+        if process.fetch_add(1, Ordering::AcqRel) >= self.max_per_process {
+            process.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        if user.fetch_add(1, Ordering::AcqRel) >= self.max_per_user {
+            user.fetch_sub(1, Ordering::AcqRel);
+            process.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    fn release(&self) {
+        self.hold.process.queued.fetch_sub(1, Ordering::AcqRel);
+        self.hold.user.queued.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Bytes kept alive by the requests waiting.
+    fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Queues a request whose place [`reserve`](Self::reserve) took.
+    fn push(&mut self, call: Parked) {
+        self.bytes += call.retained;
+        self.queue.push_back(call);
+    }
+
+    fn pop(&mut self) -> Option<Parked> {
+        let call = self.queue.pop_front()?;
+        self.bytes -= call.retained;
+        self.release();
+        Some(call)
+    }
+
+    fn contains(&self, id: u32) -> bool {
+        self.queue.iter().any(|p| p.env.id == id)
+    }
+
+    /// Removes the request with this id; whether there was one.
+    fn remove(&mut self, id: u32) -> bool {
+        let Some(i) = self.queue.iter().position(|p| p.env.id == id) else {
+            return false;
+        };
+        if let Some(call) = self.queue.remove(i) {
+            self.bytes -= call.retained;
+            self.release();
+        }
+        true
+    }
+}
+
+/// Makes a request ready to wait for a slot, returning the bytes it then
+/// keeps alive. Its `method` and `data` are slices of the whole frame, so
+/// the frame stays allocated while they do: counting `data` alone would let
+/// padding in an unknown field go uncounted. When they are most of the
+/// frame, the frame is kept and counted whole; when they are not (padding),
+/// or the frame lives in the reader's shared buffer, they are copied out and
+/// the frame is released.
+///
+/// A kept frame counts twice its length: the reader grows a large body's
+/// buffer by doubling as bytes arrive, so its allocation can be up to twice
+/// the frame. Copying the rest out is cheap next to that (it is at most half
+/// of a frame, and only when the call limits are reached).
+fn detach(env: &mut Envelope, frame_len: usize) -> usize {
+    let kept = env.method.len() + env.data.len();
+    // The error text of a request means nothing; drop its slice too.
+    env.err = Bytes::new();
+    if frame_len >= SHARED_FRAME_MAX && kept >= frame_len / 2 {
+        return frame_len.saturating_mul(2);
+    }
+    let mut own = bytes::BytesMut::with_capacity(kept);
+    own.extend_from_slice(&env.method);
+    own.extend_from_slice(&env.data);
+    let mut own = own.freeze();
+    env.method = own.split_to(env.method.len());
+    env.data = own;
+    kept
+}
+
+/// The call slots a running call holds: one of its connection, of its peer
+/// process, of its user and of the server. Always taken in that order, so
+/// that waiters never hold slots in a cycle.
+struct Slots {
+    _conn: OwnedSemaphorePermit,
+    _process: OwnedSemaphorePermit,
+    _user: OwnedSemaphorePermit,
+    _server: OwnedSemaphorePermit,
+}
+
+/// Every slot a call needs, if all are free now.
+fn try_slots(conn: &Arc<Semaphore>, hold: &PeerHold, server: &Arc<Semaphore>) -> Option<Slots> {
+    Some(Slots {
+        _conn: conn.clone().try_acquire_owned().ok()?,
+        _process: hold.process.calls.clone().try_acquire_owned().ok()?,
+        _user: hold.user.calls.clone().try_acquire_owned().ok()?,
+        _server: server.clone().try_acquire_owned().ok()?,
+    })
+}
+
+/// Waits for every slot a call needs. Dropped midway (another event won the
+/// select), it releases whatever it had.
+async fn acquire_slots(
+    conn: &Arc<Semaphore>,
+    hold: &PeerHold,
+    server: &Arc<Semaphore>,
+) -> Option<Slots> {
+    Some(Slots {
+        _conn: conn.clone().acquire_owned().await.ok()?,
+        _process: hold.process.calls.clone().acquire_owned().await.ok()?,
+        _user: hold.user.calls.clone().acquire_owned().await.ok()?,
+        _server: server.clone().acquire_owned().await.ok()?,
+    })
 }
 
 async fn handle_frame(
     shared: &Arc<Shared>,
     state: &Arc<ConnState>,
     peer: &Arc<Cred>,
+    hold: &PeerHold,
     conn_permits: &Arc<Semaphore>,
-    parked: &mut VecDeque<Parked>,
+    parked: &mut ParkedQueue,
     body: Bytes,
 ) {
     let env = match Envelope::decode(&body) {
@@ -950,20 +1448,28 @@ async fn handle_frame(
         Err(e) => {
             // The frame boundary is intact, so the connection goes on. The raw
             // bytes are never echoed back.
-            tracing::debug!(peer = %peer, %e, len = body.len(), "undecodable request");
+            if let Some(suppressed) = shared.logs.undecodable.allow() {
+                tracing::debug!(peer = %peer, %e, len = body.len(), suppressed, "undecodable request");
+            }
             let msg = format!("request envelope could not be decoded: {e}");
             let _ = state.push_error(0, ErrorCode::BadData, &msg).await;
             return;
         }
     };
     if env.cancel {
-        if state.cancel(env.id) {
-            tracing::debug!(id = env.id, "call cancelled by the client");
-        } else if let Some(i) = parked.iter().position(|p| p.env.id == env.id) {
-            parked.remove(i);
+        let started = if state.cancel(env.id) {
+            true
+        } else if parked.remove(env.id) {
+            false
+        } else {
+            return;
+        };
+        if let Some(suppressed) = shared.logs.cancelled.allow() {
             tracing::debug!(
                 id = env.id,
-                "call cancelled by the client before it started"
+                started,
+                suppressed,
+                "call cancelled by the client"
             );
         }
         return;
@@ -979,31 +1485,44 @@ async fn handle_frame(
         return;
     }
     let id = env.id;
-    let (handler, deadline) = match route(shared, &env) {
-        Ok((handler, deadline)) => (handler.clone(), deadline),
+    let (handler, deadline, expiry) = match route(shared, &env) {
+        Ok((handler, deadline, expiry)) => (handler.clone(), deadline, expiry),
         Err(refusal) => {
             state.reply(id, Err(refusal)).await;
             return;
         }
     };
-    if state.lock().calls.contains_key(&id) || parked.iter().any(|p| p.env.id == id) {
+    if state.lock().calls.contains_key(&id) || parked.contains(id) {
         let e = HandlerError::bad_data(format!("call id {id} is already in flight"));
         state.reply(id, Err(e)).await;
         return;
     }
-    let call = Parked {
+    let mut call = Parked {
         env,
         handler,
         deadline,
+        expiry,
+        retained: 0,
     };
     // Start at once if a slot is free and nobody is queued ahead.
     if parked.is_empty()
-        && let Some(slots) = try_slots(conn_permits, &shared.calls)
+        && let Some(slots) = try_slots(conn_permits, hold, &shared.calls)
     {
         start_call(state, peer, call, slots).await;
         return;
     }
-    parked.push_back(call);
+    if !parked.reserve() {
+        if let Some(suppressed) = shared.logs.too_many_calls.allow() {
+            tracing::warn!(peer = %peer, suppressed, "refusing a call: too many calls from this peer");
+        }
+        state
+            .reply(id, Err(HandlerError::server(TOO_MANY_CALLS)))
+            .await;
+        return;
+    }
+    call.retained = detach(&mut call.env, body.len());
+    drop(body);
+    parked.push(call);
 }
 
 /// Runs a call in its own task, holding its slots until it ends.
@@ -1012,6 +1531,8 @@ async fn start_call(state: &Arc<ConnState>, peer: &Arc<Cred>, call: Parked, slot
         env,
         handler,
         deadline,
+        expiry,
+        ..
     } = call;
     let id = env.id;
     if deadline.is_some_and(|d| d <= Instant::now()) {
@@ -1057,6 +1578,7 @@ async fn start_call(state: &Arc<ConnState>, peer: &Arc<Cred>, call: Parked, slot
         seq,
         deadline,
         credits,
+        expiry,
         _permits: slots,
     };
     let abort = handler.spawn(ctx, env.data, guard);
@@ -1069,10 +1591,9 @@ async fn start_call(state: &Arc<ConnState>, peer: &Arc<Cred>, call: Parked, slot
 
 /// Finds the handler and deadline of a request, or the error to answer it
 /// with (without running anything).
-fn route<'s>(
-    shared: &'s Shared,
-    env: &Envelope,
-) -> Result<(&'s Arc<dyn ErasedHandler>, Option<Instant>), HandlerError> {
+type Route<'s> = (&'s Arc<dyn ErasedHandler>, Option<Instant>, &'static str);
+
+fn route<'s>(shared: &'s Shared, env: &Envelope) -> Result<Route<'s>, HandlerError> {
     let Some(method) = env.method_str() else {
         return Err(HandlerError::bad_data("method name is not valid UTF-8"));
     };
@@ -1088,7 +1609,19 @@ fn route<'s>(
             format!("method {} not found", truncate(method, 256)),
         ));
     };
-    Ok((handler, deadline))
+    // The server's cap applies whatever the client asked for; an earlier
+    // deadline of the client's stands.
+    let (cap, capped) = if handler.streaming() {
+        (shared.config.max_stream_duration, EXPIRED_MAX_STREAM)
+    } else {
+        (shared.config.max_timeout, EXPIRED_MAX_TIMEOUT)
+    };
+    let cap = cap.and_then(|t| Instant::now().checked_add(t));
+    Ok(match (deadline, cap) {
+        (Some(d), Some(c)) if c < d => (handler, Some(c), capped),
+        (None, Some(c)) => (handler, Some(c), capped),
+        (d, _) => (handler, d, EXPIRED_CLIENT),
+    })
 }
 
 /// The local deadline for a call's `exp_unix_nano`: `Err` if it has passed.
@@ -1108,4 +1641,65 @@ fn deadline_of(exp_unix_nano: i64, default: Option<Duration>) -> Result<Option<I
     Ok(Instant::now()
         .checked_add(left)
         .filter(|_| left < Duration::from_secs(366 * 86_400)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An envelope decoded from a frame of `method`, `data` and `pad` bytes
+    /// of an unknown field (99), with the frame's length.
+    fn decoded(method: &[u8], data: &[u8], pad: usize) -> (Envelope, usize) {
+        let mut body = Vec::new();
+        Envelope {
+            id: 7,
+            method: Bytes::copy_from_slice(method),
+            data: Bytes::copy_from_slice(data),
+            ..Envelope::default()
+        }
+        .encode(&mut body);
+        if pad > 0 {
+            super::super::envelope::put_varint(&mut body, (99 << 3) | 2);
+            super::super::envelope::put_varint(&mut body, pad as u64);
+            body.resize(body.len() + pad, 0);
+        }
+        let frame = Bytes::from(body);
+        (Envelope::decode(&frame).unwrap(), frame.len())
+    }
+
+    /// Whether two `Bytes` start at the same address, i.e. one is still a
+    /// view of the other's memory (here: of the frame).
+    fn same_bytes(a: &Bytes, b: &Bytes) -> bool {
+        a.as_ptr() == b.as_ptr()
+    }
+
+    #[test]
+    fn a_padded_request_is_copied_out_and_counted_by_what_it_keeps() {
+        let (mut env, len) = decoded(b"/m", b"data", 1 << 20);
+        let before = env.data.clone();
+        let kept = detach(&mut env, len);
+        assert_eq!(kept, 2 + 4);
+        assert_eq!((&env.method[..], &env.data[..]), (&b"/m"[..], &b"data"[..]));
+        assert!(
+            !same_bytes(&before, &env.data),
+            "still a slice of the frame"
+        );
+    }
+
+    #[test]
+    fn a_request_that_is_mostly_data_keeps_its_frame_counted_twice() {
+        let (mut env, len) = decoded(b"/m", &vec![1; 64 * 1024], 1024);
+        let before = env.data.clone();
+        assert_eq!(detach(&mut env, len), 2 * len);
+        assert!(same_bytes(&before, &env.data), "copied for nothing");
+    }
+
+    #[test]
+    fn a_small_request_is_copied_out_of_the_shared_buffer() {
+        let (mut env, len) = decoded(b"/m", b"tiny", 0);
+        let before = env.data.clone();
+        assert_eq!(detach(&mut env, len), 6);
+        assert!(!same_bytes(&before, &env.data));
+        assert!(env.err.is_empty());
+    }
 }
