@@ -152,8 +152,17 @@ async fn killing_the_plugin_fails_every_call_in_flight_at_once() {
     let mut worst = Duration::ZERO;
     for call in calls {
         let (r, at) = call.await.unwrap();
-        let err = r.unwrap_err();
-        assert!(matches!(err, RpcError::ConnectionClosed { .. }), "{err:?}");
+        // The exit itself, with the signal: not a bare "connection closed".
+        match r.unwrap_err() {
+            RpcError::PeerExited { pid, status } => {
+                assert_eq!(pid, plugin.pid());
+                assert_eq!(
+                    std::os::unix::process::ExitStatusExt::signal(&status),
+                    Some(9)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         worst = worst.max(at - killed_at);
     }
     let (err, at) = streamed.await.unwrap();
@@ -309,11 +318,15 @@ fn a_plugin_run_by_hand_says_it_needs_its_host() {
 async fn a_call_that_crashes_the_plugin_gets_the_crash() {
     let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
     let err = plugin.client().crash(7).await.unwrap_err();
-    assert!(matches!(err, RpcError::ConnectionClosed { .. }), "{err:?}");
+    assert!(
+        matches!(err, RpcError::PeerExited { status, .. } if status.code() == Some(7)),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("exit status: 7"), "{err}");
     assert_eq!(plugin.exited().await.status.code(), Some(7));
-    // Later calls fail at once too.
+    // Later calls fail at once, with the same exit.
     let err = plugin.client().echo("x".into()).await.unwrap_err();
-    assert!(matches!(err, RpcError::ConnectionClosed { .. }), "{err:?}");
+    assert!(matches!(err, RpcError::PeerExited { .. }), "{err:?}");
 }
 
 #[tokio::test]
@@ -358,7 +371,10 @@ async fn a_crashed_plugin_is_restarted_with_backoff_and_later_calls_succeed() {
     // The crashing call gets the crash, not a silent retry.
     let err = client.echo("3".into()).await.unwrap_err();
     let crashed_at = Instant::now();
-    assert!(matches!(err, RpcError::ConnectionClosed { .. }), "{err:?}");
+    assert!(
+        matches!(err, RpcError::PeerExited { status, .. } if status.code() == Some(3)),
+        "{err:?}"
+    );
     let fresh = plugin.running().await.unwrap();
     let waited = crashed_at.elapsed();
     assert!(

@@ -9,6 +9,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::error::PluginError;
@@ -18,7 +19,7 @@ use super::supervisor::{Plugin, Restart};
 use super::{FD_ENV, PluginClient};
 use crate::cred::Cred;
 use crate::net::Conn;
-use crate::rpc::{Client, ClientBuilder};
+use crate::rpc::{Client, ClientBuilder, CloseCause, RpcError};
 use crate::sys;
 
 /// How long a plugin has, by default, from its start to the end of the
@@ -263,8 +264,18 @@ impl Command {
                 pid,
             )));
         }
+        // The client's calls fail with the child's exit status, not a bare
+        // "connection closed", once the supervisor has read it.
+        let (exit_tx, exit_rx) = watch::channel(None::<ExitStatus>);
+        let client = self.client.clone().close_cause(CloseCause::new(move || {
+            let mut exit = exit_rx.clone();
+            async move {
+                let status = *exit.wait_for(Option::is_some).await.ok()?;
+                status.map(|status| RpcError::PeerExited { pid, status })
+            }
+        }));
         let greeted = tokio::select! {
-            r = tokio::time::timeout(self.handshake_timeout, greet(host_end, pid, &name, self.client.clone())) => r,
+            r = tokio::time::timeout(self.handshake_timeout, greet(host_end, pid, &name, client)) => r,
             status = child.wait() => {
                 let status = status.unwrap_or_else(|_| killed());
                 return Err(PluginError::ExitedBeforeHandshake { name, pid, status });
@@ -305,6 +316,7 @@ impl Command {
             pid,
             services: hello.services,
             child,
+            exit: exit_tx,
             forwarders,
         })
     }
@@ -318,6 +330,9 @@ pub(super) struct Started<C> {
     pub(super) pid: u32,
     pub(super) services: Vec<ServiceInfo>,
     pub(super) child: tokio::process::Child,
+    /// Where the supervisor publishes the child's exit status (read by the
+    /// client's close cause).
+    pub(super) exit: watch::Sender<Option<ExitStatus>>,
     pub(super) forwarders: Vec<JoinHandle<()>>,
 }
 

@@ -352,6 +352,7 @@ async fn run_supervisor<C: PluginClient>(
             tracing::warn!(target: "uds::plugin", plugin = %shared.name, pid, %err, "could not read the plugin's exit status");
             killed()
         });
+        started.exit.send_replace(Some(status));
         let exited = Exited {
             name: shared.name.clone(),
             pid,

@@ -40,6 +40,37 @@ pub struct ClientBuilder {
     frame_timeout: Option<Duration>,
     write_queue: usize,
     go_compatible: bool,
+    close_cause: Option<CloseCause>,
+}
+
+/// How long a client whose connection ended waits for its [`CloseCause`]
+/// before failing its calls with the plain "connection closed".
+const CLOSE_CAUSE_WAIT: Duration = Duration::from_millis(50);
+
+/// Tells why a client's connection ended, for a connection whose peer a
+/// higher layer watches (the plugin layer knows its child's exit status).
+/// Asked once, when the connection ends; given [`CLOSE_CAUSE_WAIT`] to
+/// answer.
+#[derive(Clone)]
+pub(crate) struct CloseCause(Arc<dyn Fn() -> CauseFuture + Send + Sync>);
+
+/// What a [`CloseCause`] returns.
+type CauseFuture = std::pin::Pin<Box<dyn Future<Output = Option<RpcError>> + Send>>;
+
+impl CloseCause {
+    pub(crate) fn new<F, Fut>(f: F) -> Self
+    where
+        F: Fn() -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Option<RpcError>> + Send + 'static,
+    {
+        CloseCause(Arc::new(move || Box::pin(f())))
+    }
+}
+
+impl std::fmt::Debug for CloseCause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CloseCause")
+    }
 }
 
 impl Default for ClientBuilder {
@@ -50,6 +81,7 @@ impl Default for ClientBuilder {
             frame_timeout: FrameConfig::default().frame_timeout,
             write_queue: DEFAULT_WRITE_QUEUE,
             go_compatible: false,
+            close_cause: None,
         }
     }
 }
@@ -77,6 +109,13 @@ impl ClientBuilder {
     /// Bytes of outgoing frames queued before callers wait (default 4 MiB).
     pub fn write_queue(mut self, bytes: usize) -> Self {
         self.write_queue = bytes.max(1);
+        self
+    }
+
+    /// Asks `cause`, when the connection ends, for a better error than
+    /// "connection closed" (the plugin layer's "the process exited").
+    pub(crate) fn close_cause(mut self, cause: CloseCause) -> Self {
+        self.close_cause = Some(cause);
         self
     }
 
@@ -114,6 +153,7 @@ impl ClientBuilder {
             calls.clone(),
             outbox.clone(),
             !self.go_compatible,
+            self.close_cause.clone(),
         ));
         Client {
             inner: Arc::new(Inner {
@@ -514,6 +554,7 @@ async fn read_replies(
     calls: Arc<CallTable>,
     outbox: Arc<Outbox>,
     cancels: bool,
+    cause: Option<CloseCause>,
 ) {
     let err = loop {
         let body = match reader.read_frame().await {
@@ -542,6 +583,17 @@ async fn read_replies(
         {
             send_cancel(&outbox, refused);
         }
+    };
+    // A watched peer (a plugin process) may say why it went: its exit.
+    let err = match (err, cause) {
+        (err @ RpcError::ConnectionClosed { .. }, Some(cause)) => {
+            tokio::time::timeout(CLOSE_CAUSE_WAIT, (cause.0)())
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(err)
+        }
+        (err, _) => err,
     };
     tracing::debug!(%err, "rpc client connection ended");
     outbox.break_with(&err.to_string());

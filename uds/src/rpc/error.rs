@@ -79,6 +79,19 @@ pub enum RpcError {
         /// Why, as far as known.
         reason: String,
     },
+    /// The peer process exited, so its connection closed: known when a
+    /// higher layer watches the peer (a [plugin](crate::plugin) process).
+    /// Every call in flight, and every later call, fails with it. A call in
+    /// flight may or may not have run.
+    #[error(
+        "the peer process (pid {pid}) exited: {status}; calls in flight may or may not have run"
+    )]
+    PeerExited {
+        /// The process id.
+        pid: u32,
+        /// How it exited: a code, or the signal that killed it.
+        status: std::process::ExitStatus,
+    },
     /// The peer broke the protocol; the connection was closed.
     #[error("protocol error: {reason}; the connection was closed")]
     Protocol {

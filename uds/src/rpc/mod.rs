@@ -49,6 +49,7 @@ mod outbox;
 mod server;
 mod typed;
 
+pub(crate) use client::CloseCause;
 pub use client::{
     CallOptions, Client, ClientBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_WRITE_QUEUE, RpcStream,
 };
