@@ -625,3 +625,22 @@ async fn a_hard_stop_ends_the_stream_even_if_a_handler_kept_its_context() {
     assert!(reached_eof.is_ok(), "no end-of-stream after a hard stop");
     KEPT.lock().unwrap().clear();
 }
+
+/// The README once had `Server::builder()…build()?.serve(listener);`: the
+/// temporary `Server` was dropped at the end of the statement, which stopped
+/// it, and the server served nothing. Serving now keeps it alive.
+#[tokio::test]
+async fn a_server_serving_a_listener_outlives_its_last_handle() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sock");
+    Server::builder()
+        .handler("/echo", |_ctx, data| async move { Ok(data) })
+        .build()
+        .unwrap()
+        .serve(uds::net::Listener::bind(&path).unwrap());
+    let client = Client::connect(&path).await.unwrap();
+    assert_eq!(
+        client.call("/echo", "still here").await.unwrap(),
+        "still here"
+    );
+}

@@ -660,8 +660,9 @@ impl Drop for Owner {
     }
 }
 
-/// An RPC server. Cheap to clone; dropping the last clone stops it at once
-/// (use [`Server::shutdown`] to stop gracefully).
+/// An RPC server. Cheap to clone. Dropping the last clone stops it at once,
+/// unless it is serving a listener ([`Server::serve`] keeps it alive until
+/// [`Server::shutdown`]); use `shutdown` to stop gracefully.
 ///
 /// Every reply carries the request's id. Error replies use the wire codes:
 /// unknown method → 1, deadline → 2, undecodable request → 3, handler error
@@ -750,10 +751,19 @@ impl Server {
     }
 
     /// Serves every connection `listener` accepts, in the background, until
-    /// [`shutdown`](Self::shutdown). Must be called inside a tokio runtime.
+    /// [`shutdown`](Self::shutdown) (or until the listener fails). Must be
+    /// called inside a tokio runtime.
+    ///
+    /// Serving keeps the server alive: `Server::builder().build()?.serve(l)`
+    /// on a temporary serves, although no handle is kept. Stop it with
+    /// [`shutdown`](Self::shutdown) on any clone.
     pub fn serve(&self, listener: Listener) {
         let shared = self.shared().clone();
+        // The accept loop owns a handle: dropping every other one must not
+        // silently stop a server that was asked to serve.
+        let keep_alive = self.clone();
         self.shared().tracker.spawn(async move {
+            let _keep_alive = keep_alive;
             loop {
                 let conn = tokio::select! {
                     () = shared.stop_accepting.cancelled() => break,
