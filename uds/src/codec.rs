@@ -24,6 +24,8 @@
 
 use bytes::Bytes;
 
+// Only the codecs encode through it.
+#[cfg(any(feature = "json", feature = "proto"))]
 mod arena;
 
 /// A value could not be encoded or decoded.
