@@ -297,3 +297,33 @@ pub fn one_at_a_time(test: impl std::future::Future<Output = ()>) {
     rt.block_on(test);
     drop(rt);
 }
+
+/// Whether process `pid` is still running (a zombie counts as gone); Linux
+/// (`/proc`), false elsewhere.
+pub fn process_alive(pid: u32) -> bool {
+    proc_state(&format!("/proc/{pid}/stat")).is_some_and(|(state, _)| state != "Z")
+}
+
+/// This process's children, from `/proc`: those still running, or with
+/// `zombies`, also those exited but not yet reaped. 0 where there is no
+/// procfs.
+pub fn child_processes(zombies: bool) -> usize {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| proc_state(&e.path().join("stat").to_string_lossy()))
+        .filter(|(state, ppid)| ppid == &me && (zombies || state != "Z"))
+        .count()
+}
+
+/// The state letter and parent pid of a `/proc/PID/stat` file.
+fn proc_state(stat: &str) -> Option<(String, String)> {
+    let text = std::fs::read_to_string(stat).ok()?;
+    // The command name is parenthesised and may hold spaces: what follows
+    // the last `)` is "state ppid ...".
+    let (_, rest) = text.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    Some((fields.next()?.to_owned(), fields.next()?.to_owned()))
+}

@@ -16,15 +16,8 @@ fn plugin(mode: &str) -> Command {
     Command::new(PLUGIN).arg(mode).name(format!("test-{mode}"))
 }
 
-/// Whether process `pid` is still running (a zombie counts as gone).
 fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised command name.
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
-        Err(_) => false,
-    }
+    uds_tests::process_alive(pid)
 }
 
 /// Waits up to `limit` for `pid` to be gone.
@@ -39,23 +32,8 @@ async fn gone_within(pid: u32, limit: Duration) -> bool {
     !alive(pid)
 }
 
-/// Our child processes that are still running.
 fn live_children() -> usize {
-    let me = std::process::id().to_string();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|stat| {
-            stat.rsplit_once(')').is_some_and(|(_, rest)| {
-                let mut f = rest.split_whitespace();
-                let state = f.next();
-                let ppid = f.next();
-                state != Some("Z") && ppid == Some(me.as_str())
-            })
-        })
-        .count()
+    uds_tests::child_processes(false)
 }
 
 #[tokio::test]

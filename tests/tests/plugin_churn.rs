@@ -15,38 +15,13 @@ fn plugin() -> Command {
     Command::new(PLUGIN).arg("serve")
 }
 
-/// Our child processes that are still running (zombies count as gone).
 fn live_children() -> usize {
-    let me = std::process::id().to_string();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|stat| {
-            stat.rsplit_once(')').is_some_and(|(_, rest)| {
-                let mut f = rest.split_whitespace();
-                let state = f.next();
-                let ppid = f.next();
-                state != Some("Z") && ppid == Some(me.as_str())
-            })
-        })
-        .count()
+    uds_tests::child_processes(false)
 }
 
-/// Our child processes, zombies included (a zombie is a child not reaped).
+/// Children not reaped count too: every child must be waited for.
 fn children_incl_zombies() -> usize {
-    let me = std::process::id().to_string();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter_map(|e| std::fs::read_to_string(e.path().join("stat")).ok())
-        .filter(|stat| {
-            stat.rsplit_once(')')
-                .is_some_and(|(_, rest)| rest.split_whitespace().nth(1) == Some(me.as_str()))
-        })
-        .count()
+    uds_tests::child_processes(true)
 }
 
 #[test]

@@ -14,6 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use uds::frame::FrameReader;
 use uds::rpc::{Client, Envelope, Server, ServerBuilder};
+use uds_tests::log_capture::LogCapture;
 use uds_tests::{envelope_frame, panics_so_far, rss_kib};
 
 /// Every test here runs alone: most measure this process's memory or
@@ -684,68 +685,16 @@ async fn settled(counter: &AtomicU64, quiet: Duration, limit: Duration) -> u64 {
 /// One event the server logged: its level, message and `suppressed` field.
 type Logged = (tracing::Level, String, Option<u64>);
 
-/// A tracing subscriber that keeps every event (at every level) of the
-/// thread it is set on.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<Logged>>>);
-
-impl Captured {
-    fn lines(&self, message: &str) -> Vec<Logged> {
-        let all = self.0.lock().unwrap();
-        all.iter().filter(|e| e.1 == message).cloned().collect()
-    }
-
-    fn total(&self) -> usize {
-        self.0.lock().unwrap().len()
-    }
-}
-
-#[derive(Default)]
-struct Fields {
-    message: String,
-    suppressed: Option<u64>,
-}
-
-impl tracing::field::Visit for Fields {
-    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.message = format!("{value:?}");
-        }
-    }
-
-    fn record_u64(&mut self, field: &tracing::field::Field, value: u64) {
-        if field.name() == "suppressed" {
-            self.suppressed = Some(value);
-        }
-    }
-}
-
-impl tracing::Subscriber for Captured {
-    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
-        true
-    }
-
-    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
-        tracing::span::Id::from_u64(1)
-    }
-
-    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
-
-    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
-
-    fn event(&self, event: &tracing::Event<'_>) {
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let level = *event.metadata().level();
-        self.0
-            .lock()
-            .unwrap()
-            .push((level, fields.message, fields.suppressed));
-    }
-
-    fn enter(&self, _: &tracing::span::Id) {}
-
-    fn exit(&self, _: &tracing::span::Id) {}
+/// The capture's events with `message`, as (level, message, suppressed).
+fn lines(capture: &LogCapture, message: &str) -> Vec<Logged> {
+    capture
+        .events(|e| e.message == message)
+        .into_iter()
+        .map(|e| {
+            let suppressed = e.fields.get("suppressed").and_then(|s| s.parse().ok());
+            (e.level, e.message, suppressed)
+        })
+        .collect()
 }
 
 /// Item 7 of issue 10: a peer cannot flood the server's log. 300
@@ -759,7 +708,7 @@ fn a_flood_of_bad_frames_logs_a_bounded_number_of_lines() {
     const CONNS: u64 = 300;
     const FRAMES: u64 = 20_000;
     let _alone = ALONE.blocking_lock();
-    let captured = Captured::default();
+    let captured = LogCapture::default();
     let _default = tracing::subscriber::set_default(captured.clone());
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -799,14 +748,14 @@ fn a_flood_of_bad_frames_logs_a_bounded_number_of_lines() {
         raw.wr = writer.await.unwrap();
         raw.rd = rd;
         let flood_time = start.elapsed();
-        let framing = captured.lines("closing connection: bad framing");
-        let undecodable = captured.lines("undecodable request");
+        let framing = lines(&captured, "closing connection: bad framing");
+        let undecodable = lines(&captured, "undecodable request");
         eprintln!(
             "{CONNS} framing errors and {FRAMES} undecodable frames in {flood_time:?}: \
              {} and {} lines logged, {} in all",
             framing.len(),
             undecodable.len(),
-            captured.total()
+            captured.count(|_| true)
         );
         // One line a second per kind, and one to start with.
         let allowed = 2 + flood_time.as_secs() as usize;
@@ -827,7 +776,7 @@ fn a_flood_of_bad_frames_logs_a_bounded_number_of_lines() {
         let mut last = Raw::connect(&live.path).await;
         last.wr.write_all(&[0x01]).await.unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(10), last.rd.read_frame()).await;
-        let framing = captured.lines("closing connection: bad framing");
+        let framing = lines(&captured, "closing connection: bad framing");
         let suppressed: u64 = framing.iter().map(|l| l.2.unwrap_or(0)).sum();
         assert_eq!(
             suppressed + framing.len() as u64,

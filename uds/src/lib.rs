@@ -91,6 +91,7 @@ pub mod auth;
 pub mod codec;
 pub mod cred;
 pub mod frame;
+mod log_limit;
 pub mod net;
 pub mod plugin;
 pub mod rpc;

@@ -14,6 +14,7 @@ use super::path as paths;
 use super::socket_file::{self, SocketFile};
 use crate::auth::Policy;
 use crate::cred::Cred;
+use crate::log_limit::RateLimited;
 use crate::sys;
 
 /// Default permission bits of a listener's socket file: owner only.
@@ -135,36 +136,36 @@ fn register(std: StdListener, path: &Path) -> Result<UnixListener, NetError> {
     UnixListener::from_std(std).map_err(|e| NetError::io("register listener", path, e))
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Counters {
     accepted: AtomicU64,
     denied: AtomicU64,
     failed: AtomicU64,
-    /// Milliseconds since the Unix epoch of the last denial logged.
-    last_denial_log_ms: AtomicU64,
-    /// Denials not logged since then.
-    denials_unlogged: AtomicU64,
+    /// The denial log: a peer that reconnects in a loop cannot flood it
+    /// (it can on the Go package).
+    denial_log: RateLimited,
+    /// The log of connections whose credentials could not be read.
+    failed_log: RateLimited,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            accepted: AtomicU64::new(0),
+            denied: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            denial_log: RateLimited::new(std::time::Duration::from_secs(1)),
+            failed_log: RateLimited::new(std::time::Duration::from_secs(1)),
+        }
+    }
 }
 
 impl Counters {
-    /// Logs a denial, at most once a second per listener: a peer that
-    /// reconnects in a loop cannot flood the log (it can on the Go package).
+    /// Logs a denial, at most once a second per listener.
     fn log_denial(&self, listener: &Path, peer: &Cred, reason: &str) {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let last = self.last_denial_log_ms.load(Ordering::Relaxed);
-        if now_ms.saturating_sub(last) < 1000
-            || self
-                .last_denial_log_ms
-                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
-                .is_err()
-        {
-            self.denials_unlogged.fetch_add(1, Ordering::Relaxed);
-            return;
+        if let Some(also) = self.denial_log.allow() {
+            tracing::warn!(listener = %listener.display(), pid = peer.pid, uid = peer.uid, gid = peer.gid, %reason, more_denied_since_last_log = also, "connection denied");
         }
-        let also = self.denials_unlogged.swap(0, Ordering::Relaxed);
-        tracing::warn!(listener = %listener.display(), pid = peer.pid, uid = peer.uid, gid = peer.gid, %reason, more_denied_since_last_log = also, "connection denied");
     }
 }
 
@@ -269,7 +270,9 @@ impl Listener {
                         Ok(peer) => peer,
                         Err(err) => {
                             self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                            tracing::warn!(listener = %self.display.display(), %err, "dropping connection: peer credentials unreadable");
+                            if let Some(suppressed) = self.stats.failed_log.allow() {
+                                tracing::warn!(listener = %self.display.display(), %err, suppressed, "dropping connection: peer credentials unreadable");
+                            }
                             continue;
                         }
                     };

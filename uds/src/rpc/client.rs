@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -17,6 +17,7 @@ use super::error::RpcError;
 use super::outbox::{DEFAULT_WRITE_STALL, Outbox};
 use crate::cred::Cred;
 use crate::frame::{DEFAULT_IDLE_RELEASE, DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameReader};
+use crate::log_limit::RateLimited;
 use crate::net::{Conn, NetError};
 
 /// Default time a call may take when none is given: 30 s.
@@ -604,8 +605,8 @@ async fn read_replies(
 /// the server broke the stream protocol, for the caller to cancel.
 fn deliver(calls: &CallTable, env: Envelope) -> Option<u32> {
     // Both lines are the peer's to trigger: at most one a second each.
-    static NO_ID: LogLimit = LogLimit::new();
-    static NO_CALL: LogLimit = LogLimit::new();
+    static NO_ID: RateLimited = RateLimited::new(Duration::from_secs(1));
+    static NO_CALL: RateLimited = RateLimited::new(Duration::from_secs(1));
     if env.id == 0 {
         // A Go server sends its errors without an id: nobody can match them.
         if tracing::enabled!(tracing::Level::WARN)
@@ -704,56 +705,6 @@ fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
-}
-
-/// Lets a log line that a peer can trigger at will through at most once a
-/// second, process-wide, counting the ones held back so the next line can
-/// report them. (Private to the client for now; one limiter for the whole
-/// crate can replace it.)
-struct LogLimit {
-    /// When the next line may go out, in ms since [`LogLimit::epoch`].
-    next_ms: AtomicU64,
-    /// Lines held back since the last one went out.
-    suppressed: AtomicU64,
-}
-
-impl LogLimit {
-    /// Time between two lines.
-    const EVERY_MS: u64 = 1000;
-
-    const fn new() -> Self {
-        LogLimit {
-            next_ms: AtomicU64::new(0),
-            suppressed: AtomicU64::new(0),
-        }
-    }
-
-    fn epoch() -> std::time::Instant {
-        static EPOCH: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-        *EPOCH.get_or_init(std::time::Instant::now)
-    }
-
-    /// `Some(held back)` if a line may go out now: how many were held back
-    /// since the last one. `None`: hold this one back (it is counted).
-    fn allow(&self) -> Option<u64> {
-        let now = u64::try_from(Self::epoch().elapsed().as_millis()).unwrap_or(u64::MAX);
-        let next = self.next_ms.load(Ordering::Relaxed);
-        if now >= next
-            && self
-                .next_ms
-                .compare_exchange(
-                    next,
-                    now.saturating_add(Self::EVERY_MS),
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-        {
-            return Some(self.suppressed.swap(0, Ordering::Relaxed));
-        }
-        self.suppressed.fetch_add(1, Ordering::Relaxed);
-        None
-    }
 }
 
 /// The error of a failed reply.

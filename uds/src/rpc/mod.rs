@@ -44,7 +44,6 @@ mod client;
 mod context;
 mod envelope;
 mod error;
-pub(crate) mod log_limit;
 mod outbox;
 mod server;
 mod typed;

@@ -20,10 +20,10 @@ use tokio_util::task::TaskTracker;
 use super::context::Context;
 use super::envelope::{Envelope, EnvelopeRef};
 use super::error::{ErrorCode, HandlerError, RpcError};
-use super::log_limit::RateLimited;
 use super::outbox::Outbox;
 use crate::cred::Cred;
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameError, FrameReader};
+use crate::log_limit::RateLimited;
 use crate::net::{Conn, Listener};
 
 /// Default most calls running at once on one connection: 128. Further
