@@ -13,6 +13,22 @@
 //! ```
 
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Most bytes of a peer's text quoted in a log line.
+pub(crate) const MAX_LOGGED_TEXT: usize = 256;
+
+/// `s` cut to at most `max` bytes, at a character boundary: what a log line
+/// quotes of a peer's text.
+pub(crate) fn truncate(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
 use std::time::{Duration, Instant};
 
 /// Lets at most one event through per interval and counts the others.

@@ -2,7 +2,6 @@
 
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use super::error::{FileKind, NetError};
@@ -36,19 +35,10 @@ pub(crate) fn check_len(path: &Path) -> Result<(), NetError> {
     Ok(())
 }
 
+/// What kind of file `lstat` found.
 pub(crate) fn kind_of(meta: &std::fs::Metadata) -> FileKind {
-    let t = meta.file_type();
-    if t.is_socket() {
-        FileKind::Socket
-    } else if t.is_file() {
-        FileKind::File
-    } else if t.is_dir() {
-        FileKind::Directory
-    } else if t.is_symlink() {
-        FileKind::Symlink
-    } else {
-        FileKind::Other
-    }
+    use std::os::unix::fs::MetadataExt;
+    kind_of_mode(meta.mode())
 }
 
 /// `lstat` of the path: the link itself, never its target.
@@ -78,16 +68,18 @@ impl FileId {
 
 /// What kind of file an `fstatat` found.
 pub(crate) fn kind_of_stat(st: &sys::fs::Stat) -> FileKind {
-    if st.is_socket() {
-        FileKind::Socket
-    } else if st.is_file() {
-        FileKind::File
-    } else if st.is_dir() {
-        FileKind::Directory
-    } else if st.is_symlink() {
-        FileKind::Symlink
-    } else {
-        FileKind::Other
+    kind_of_mode(st.mode)
+}
+
+/// The kind of file an `st_mode` describes (the type bits are the same on
+/// every Unix).
+fn kind_of_mode(mode: u32) -> FileKind {
+    match mode & 0o170_000 {
+        0o140_000 => FileKind::Socket,
+        0o100_000 => FileKind::File,
+        0o040_000 => FileKind::Directory,
+        0o120_000 => FileKind::Symlink,
+        _ => FileKind::Other,
     }
 }
 

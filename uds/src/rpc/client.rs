@@ -17,7 +17,7 @@ use super::error::RpcError;
 use super::outbox::{DEFAULT_WRITE_STALL, Outbox};
 use crate::cred::Cred;
 use crate::frame::{DEFAULT_IDLE_RELEASE, DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameReader};
-use crate::log_limit::RateLimited;
+use crate::log_limit::{MAX_LOGGED_TEXT, RateLimited, truncate};
 use crate::net::{Conn, NetError};
 
 /// Default time a call may take when none is given: 30 s.
@@ -690,21 +690,6 @@ fn deliver(calls: &CallTable, env: Envelope) -> Option<u32> {
     };
     let _ = tx.send(reply);
     None
-}
-
-/// Most bytes of a peer's text quoted in a log line.
-const MAX_LOGGED_TEXT: usize = 256;
-
-/// `s` cut to at most `max` bytes, at a character boundary.
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// The error of a failed reply.

@@ -23,7 +23,7 @@ use super::error::{ErrorCode, HandlerError, RpcError};
 use super::outbox::Outbox;
 use crate::cred::Cred;
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameError, FrameReader};
-use crate::log_limit::RateLimited;
+use crate::log_limit::{RateLimited, truncate};
 use crate::net::{Conn, Listener};
 
 /// Default most calls running at once on one connection: 128. Further
@@ -1009,17 +1009,6 @@ impl ConnState {
         };
         self.outbox.push(&env, None).await
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 /// One call in flight: releases its permits and its table entry when the
