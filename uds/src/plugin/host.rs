@@ -459,3 +459,57 @@ pub(super) fn check_service<C: PluginClient>(
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone)]
+    struct Api;
+
+    impl PluginClient for Api {
+        const SERVICE: &'static str = "Api";
+        const METHODS: &'static [&'static str] = &["/Api/a", "/Api/b"];
+        fn from_rpc(_client: Client) -> Self {
+            Api
+        }
+    }
+
+    fn hello(version: &str, methods: &[&str]) -> Hello {
+        Hello {
+            version: version.to_owned(),
+            pid: 1,
+            services: vec![ServiceInfo {
+                name: "Api".into(),
+                methods: methods.iter().map(|m| (*m).to_owned()).collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn another_protocol_version_is_refused_with_both_versions() {
+        let err = check::<Api>("p", &hello("2", &["/Api/a", "/Api/b"])).unwrap_err();
+        match &err {
+            PluginError::VersionMismatch {
+                expected, found, ..
+            } => {
+                assert_eq!((*expected, found.as_str()), (PROTOCOL_VERSION, "2"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let text = err.to_string();
+        assert!(
+            text.contains("\"2\"") && text.contains(&PROTOCOL_VERSION.to_string()),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_handshake_must_name_every_method() {
+        assert!(check::<Api>("p", &hello("1", &["/Api/a", "/Api/b", "/Api/extra"])).is_ok());
+        match check::<Api>("p", &hello("1", &["/Api/a"])).unwrap_err() {
+            PluginError::MissingMethods { missing, .. } => assert_eq!(missing, ["/Api/b"]),
+            other => panic!("{other:?}"),
+        }
+    }
+}
