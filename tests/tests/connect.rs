@@ -125,6 +125,10 @@ async fn file_owner_and_group_are_checked() {
 /// A server run by another user, whose socket file is then made to look like
 /// ours: only the kernel-credential check on the connected socket catches it.
 /// This is the "socket swapped between stat and connect" attack.
+#[cfg_attr(
+    not(uds_root),
+    ignore = "needs root: starts processes as uid 65534 (CI runs as root)"
+)]
 #[tokio::test]
 async fn server_creds_are_checked_on_the_connected_socket() {
     if !require_root("server_creds_are_checked_on_the_connected_socket") {
@@ -223,6 +227,10 @@ async fn connect_timeout_is_typed() {
 /// ours). Whatever the timing, a connect that succeeds has our server at the
 /// other end; every connect that reaches the impostor is refused by the check
 /// of the server's kernel credentials.
+#[cfg_attr(
+    not(uds_root),
+    ignore = "needs root: starts processes as uid 65534 (CI runs as root)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn racing_socket_swaps_never_hand_the_client_an_impostor() {
     if !require_root("racing_socket_swaps_never_hand_the_client_an_impostor") {

@@ -48,6 +48,10 @@ async fn run_probe(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+#[cfg_attr(
+    not(uds_root),
+    ignore = "needs root: starts processes as uid 65534 (CI runs as root)"
+)]
 #[tokio::test]
 async fn other_uid_is_denied_by_default_before_any_byte_is_read() {
     if !require_root("other_uid_is_denied_by_default_before_any_byte_is_read") {
@@ -70,6 +74,10 @@ async fn other_uid_is_denied_by_default_before_any_byte_is_read() {
 /// Denied "before any byte is read": the probe's bytes arrive before the
 /// server decides (the policy is slow), so closing with them unread makes
 /// the kernel reset the connection — which the probe sees.
+#[cfg_attr(
+    not(uds_root),
+    ignore = "needs root: starts processes as uid 65534 (CI runs as root)"
+)]
 #[tokio::test]
 async fn denied_peer_bytes_are_never_read() {
     if !require_root("denied_peer_bytes_are_never_read") {
@@ -97,6 +105,10 @@ async fn denied_peer_bytes_are_never_read() {
     assert_eq!(handled.load(Ordering::SeqCst), 0);
 }
 
+#[cfg_attr(
+    not(uds_root),
+    ignore = "needs root: starts processes as uid 65534 (CI runs as root)"
+)]
 #[tokio::test]
 async fn uid_and_gid_allow_lists_let_the_named_peer_in() {
     if !require_root("uid_and_gid_allow_lists_let_the_named_peer_in") {
@@ -120,6 +132,10 @@ async fn uid_and_gid_allow_lists_let_the_named_peer_in() {
     }
 }
 
+#[cfg_attr(
+    not(uds_root),
+    ignore = "needs root: starts processes as uid 65534 (CI runs as root)"
+)]
 #[tokio::test]
 async fn custom_policy_sees_kernel_creds() {
     if !require_root("custom_policy_sees_kernel_creds") {
@@ -146,6 +162,10 @@ async fn custom_policy_sees_kernel_creds() {
     assert_eq!(handled.load(Ordering::SeqCst), 0);
 }
 
+#[cfg_attr(
+    not(uds_root),
+    ignore = "needs root: starts processes as uid 65534 (CI runs as root)"
+)]
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn abstract_socket_relies_on_the_policy_alone() {
@@ -166,6 +186,10 @@ async fn abstract_socket_relies_on_the_policy_alone() {
 /// The same at the RPC layer: a well-formed call from another uid never
 /// reaches a handler of an `rpc::Server` (the caller just sees the
 /// connection close), while our own calls are served by the same handler.
+#[cfg_attr(
+    not(uds_root),
+    ignore = "needs root: starts processes as uid 65534 (CI runs as root)"
+)]
 #[tokio::test]
 async fn rpc_server_never_dispatches_a_call_from_another_uid() {
     if !require_root("rpc_server_never_dispatches_a_call_from_another_uid") {

@@ -611,6 +611,10 @@ async fn streams_have_their_own_time_bound() {
 /// opens 20 connections against a limit of 8: 8 are served, the rest
 /// closed unanswered, while this process's user is still served. Needs
 /// root, to start the attacker as that user.
+#[cfg_attr(
+    not(uds_root),
+    ignore = "needs root: starts processes as uid 65534 (CI runs as root)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_per_user_quota_are_closed() {
     const TEST: &str = "connections_beyond_the_per_user_quota_are_closed";
@@ -795,6 +799,10 @@ fn a_flood_of_bad_frames_logs_a_bounded_number_of_lines() {
 /// queued per user: the user as a whole runs exactly 96, queues 32, and
 /// every other request (384) is refused with the typed error, while this
 /// process's user is served throughout. Needs root.
+#[cfg_attr(
+    not(uds_root),
+    ignore = "needs root: starts processes as uid 65534 (CI runs as root)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_users_processes_share_one_user_quota() {
     const TEST: &str = "another_users_processes_share_one_user_quota";

@@ -51,6 +51,10 @@ fn seen(p: &Path) -> Option<Seen> {
     })
 }
 
+#[cfg_attr(
+    not(uds_root),
+    ignore = "needs root: starts processes as uid 65534 (CI runs as root)"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn staging_directory_swaps_never_touch_another_file() {
     if !require_root("staging_directory_swaps_never_touch_another_file") {
