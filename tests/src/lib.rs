@@ -4,8 +4,10 @@
 // Test helpers: a failed set-up must fail the test loudly.
 #![allow(clippy::missing_panics_doc)]
 
+pub mod alloc;
 pub mod log_capture;
 pub mod plugin_api;
+pub mod raw;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -326,4 +328,34 @@ fn proc_state(stat: &str) -> Option<(String, String)> {
     let (_, rest) = text.rsplit_once(')')?;
     let mut fields = rest.split_whitespace();
     Some((fields.next()?.to_owned(), fields.next()?.to_owned()))
+}
+
+/// The bytes a hex string spells; whitespace and `|` (the header/body
+/// separator of PROTOCOL.md's vectors) are skipped.
+pub fn hex(s: &str) -> Vec<u8> {
+    let s: String = s.chars().filter(char::is_ascii_hexdigit).collect();
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).expect("hex digits"))
+        .collect()
+}
+
+/// Waits until `done()` holds, checking every 5 ms; panics with `what` if it
+/// does not within `limit`.
+pub async fn eventually(what: &str, limit: std::time::Duration, mut done: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Sets its flag when dropped: proves a handler's future was dropped.
+#[derive(Debug)]
+pub struct DropFlag(pub std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }

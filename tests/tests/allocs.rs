@@ -2,37 +2,11 @@
 //! state (issue target: at most 3), raw and as typed proto calls. Its own test binary: it installs a
 //! counting global allocator.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use bytes::Bytes;
 use uds::rpc::{Client, Server};
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: uds_tests::alloc::Counting = uds_tests::alloc::Counting::new();
 
 /// The echo request and reply of the proto case (as the benchmark's).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -77,11 +51,11 @@ fn allocs_per_call(payload: usize, proto: bool) -> f64 {
         for _ in 0..n / 5 {
             call().await;
         }
-        let before = ALLOCS.load(Ordering::Relaxed);
+        let before = GLOBAL.allocs();
         for _ in 0..n {
             call().await;
         }
-        let after = ALLOCS.load(Ordering::Relaxed);
+        let after = GLOBAL.allocs();
         f64::from(u32::try_from(after - before).unwrap()) / f64::from(n)
     })
 }

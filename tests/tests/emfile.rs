@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 use uds::net::Listener;
+use uds_tests::open_fds;
 
 /// CPU time this process has used, in clock ticks (user + system), read
 /// through a file opened beforehand (no descriptor is free when it is used).
@@ -19,10 +20,6 @@ fn cpu_ticks(stat_file: &mut std::fs::File) -> u64 {
     let rest = &stat[stat.rfind(')').unwrap() + 2..];
     let f: Vec<&str> = rest.split(' ').collect();
     f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
-}
-
-fn open_fds() -> usize {
-    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

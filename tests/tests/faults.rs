@@ -22,7 +22,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use uds::net::{Listener, NetError};
 use uds::rpc::{CallOptions, Client, RpcError, Server};
-use uds_tests::{arg, one_at_a_time, open_fds};
+use uds_tests::{DropFlag, arg, eventually, one_at_a_time, open_fds};
 
 const PROBE: &str = env!("CARGO_BIN_EXE_uds-probe");
 
@@ -33,23 +33,6 @@ impl Drop for Killed {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-/// Sets a flag when dropped: proves a handler's future was dropped.
-struct DropFlag(Arc<AtomicBool>);
-
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
-
-async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use uds::frame::{FrameError, FrameReader, MAX_HEADER_LEN, encode_header};
+use uds::frame::{FrameReader, MAX_HEADER_LEN, encode_header};
 use uds::rpc::{CallOptions, Client, Envelope, RpcError, Server, ServerBuilder};
-use uds_tests::{Steady, envelope_frame, panics_so_far, rss_kib};
+use uds_tests::raw::RawPeer;
+use uds_tests::{Steady, envelope_frame, hex, panics_so_far, rss_kib};
 
 /// Tests that measure this process's memory run one at a time, so that one
 /// does not count another's allocations.
@@ -27,14 +27,6 @@ static MEMORY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// 2100-01-01: a deadline that never passes during a test.
 const FAR: i64 = 4_102_444_800_000_000_000;
-
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.chars().filter(char::is_ascii_hexdigit).collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 fn header(len: usize) -> Vec<u8> {
     let mut h = [0u8; MAX_HEADER_LEN];
@@ -92,8 +84,8 @@ async fn live(configure: impl FnOnce(ServerBuilder) -> ServerBuilder) -> Live {
 }
 
 impl Live {
-    async fn attacker(&self) -> Raw {
-        Raw::connect(&self.path).await
+    async fn attacker(&self) -> RawPeer {
+        RawPeer::connect(&self.path).await
     }
 
     /// The end of every test: the steady client is still served, a new
@@ -116,58 +108,11 @@ impl Live {
     }
 }
 
-/// An attacker's raw connection: bytes out, frames in.
-struct Raw {
-    rd: FrameReader<OwnedReadHalf>,
-    wr: OwnedWriteHalf,
-}
-
-impl Raw {
-    async fn connect(path: &Path) -> Raw {
-        let (stream, _) = uds::net::connect(path).await.unwrap().into_parts();
-        let (rd, wr) = stream.into_split();
-        Raw {
-            rd: FrameReader::new(rd),
-            wr,
-        }
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.wr.write_all(bytes).await.unwrap();
-    }
-
-    /// The next reply: a valid envelope, never with an `err_type` a Go
-    /// client would choke on.
-    async fn reply(&mut self) -> (Bytes, Envelope) {
-        let body = tokio::time::timeout(Duration::from_secs(5), self.rd.read_frame())
-            .await
-            .expect("a reply within 5 s")
-            .unwrap()
-            .expect("a reply, not a close");
-        let env = Envelope::decode(&body).unwrap();
-        assert!(env.err_type <= 4, "err_type {} sent", env.err_type);
-        (body, env)
-    }
-
-    /// The server closes the connection within `within`, sending nothing
-    /// first.
-    async fn expect_close(&mut self, within: Duration, what: &str) {
-        let Ok(got) = tokio::time::timeout(within, self.rd.read_frame()).await else {
-            panic!("{what}: not closed within {within:?}");
-        };
-        match got {
-            Ok(None) => {}
-            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
-            other => panic!("{what}: expected a close, got {other:?}"),
-        }
-    }
-
-    /// The connection is still served: a request gets its reply.
-    async fn still_served(&mut self, id: u32) {
-        self.send(&request(id, b"/good", b"alive")).await;
-        let (_, r) = self.reply().await;
-        assert_eq!((r.id, r.err_type, &r.data[..]), (id, 0, &b"alive"[..]));
-    }
+/// The connection is still served: a request gets its reply.
+async fn still_served(raw: &mut RawPeer, id: u32) {
+    raw.send(&request(id, b"/good", b"alive")).await;
+    let (_, r) = raw.reply_within(Duration::from_secs(5)).await;
+    assert_eq!((r.id, r.err_type, &r.data[..]), (id, 0, &b"alive"[..]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,10 +128,10 @@ async fn every_malformed_input_of_vectors_section_6_on_a_live_server() {
     let since = live.steady.calls();
     let mut raw = live.attacker().await;
     raw.send(&hex("06 ffffff")).await;
-    let (body, r) = raw.reply().await;
+    let (body, r) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r.id, r.err_type), (0, 3), "D1");
     assert!(!body.windows(3).any(|w| w == [0xff; 3]), "D1 echoed");
-    raw.still_served(101).await;
+    still_served(&mut raw, 101).await;
     live.steady.reach(since, 3).await;
 
     // D2 negative length, D3 varint overflow, D5 2^40 declared: protocol
@@ -217,18 +162,18 @@ async fn every_malformed_input_of_vectors_section_6_on_a_live_server() {
     let mut raw = live.attacker().await;
     raw.send(&hex("22 0801100a1a052f6563686f22026869380f"))
         .await;
-    let (_, r) = raw.reply().await;
+    let (_, r) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r.id, r.err_type), (1, 2), "D6");
-    raw.still_served(106).await;
+    still_served(&mut raw, 106).await;
     live.steady.reach(since, 3).await;
 
     // A5: an empty frame is not a valid request: bad data, id 0; served on.
     let since = live.steady.calls();
     let mut raw = live.attacker().await;
     raw.send(&hex("00")).await;
-    let (_, r) = raw.reply().await;
+    let (_, r) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r.id, r.err_type), (0, 3), "A5");
-    raw.still_served(105).await;
+    still_served(&mut raw, 105).await;
     live.steady.reach(since, 3).await;
 
     assert_eq!(
@@ -242,7 +187,7 @@ async fn every_malformed_input_of_vectors_section_6_on_a_live_server() {
 /// Waits for the server to close an attacker's connection while the
 /// attacker sends one byte every 100 ms (nothing, if `trickle` is false);
 /// returns how long the connection lasted.
-async fn held_until_closed(mut raw: Raw, trickle: bool) -> Duration {
+async fn held_until_closed(mut raw: RawPeer, trickle: bool) -> Duration {
     let start = Instant::now();
     let mut buf = [0u8; 64];
     let limit = Duration::from_secs(15);
@@ -450,7 +395,7 @@ async fn a_method_name_that_is_not_utf8_gets_bad_data_with_its_id() {
     ];
     for (id, method) in (1..).zip(bad) {
         raw.send(&request(id, method, b"x")).await;
-        let (body, r) = raw.reply().await;
+        let (body, r) = raw.reply_within(Duration::from_secs(5)).await;
         assert_eq!((r.id, r.err_type), (id, 3), "{method:x?}");
         let text = std::str::from_utf8(&r.err).expect("the error text is UTF-8");
         assert!(text.contains("UTF-8"), "{text}");
@@ -470,14 +415,14 @@ async fn a_method_name_that_is_not_utf8_gets_bad_data_with_its_id() {
     // id, and the reply quotes only a bounded piece of it.
     let long = [b"/".as_slice(), &vec![b'a'; 1 << 20]].concat();
     raw.send(&request(9, &long, b"")).await;
-    let (body, r) = raw.reply().await;
+    let (body, r) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r.id, r.err_type), (9, 1));
     assert!(
         body.len() < 1024,
         "a {} byte reply to a long name",
         body.len()
     );
-    raw.still_served(10).await;
+    still_served(&mut raw, 10).await;
     live.steady.reach(since, 3).await;
     assert_eq!(live.echo_runs.load(Ordering::SeqCst), 0);
     live.finish().await;

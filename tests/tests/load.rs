@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use uds::net::Listener;
 use uds::rpc::{CallOptions, Client, Server};
-use uds_tests::{one_at_a_time, open_fds, raise_nofile_limit, rss_kib, trim_heap};
+use uds_tests::{eventually, one_at_a_time, open_fds, raise_nofile_limit, rss_kib, trim_heap};
 
 /// Payload sizes, 16 B to 64 KiB; each call takes the next one.
 const SIZES: [usize; 6] = [16, 256, 1024, 4096, 16 * 1024, 64 * 1024];
@@ -40,14 +40,6 @@ fn echo_server() -> Server {
         .handler("/echo", |_, req| async move { Ok(req) })
         .build()
         .unwrap()
-}
-
-async fn eventually(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "not within {limit:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 /// RSS after handing free memory back to the OS, in KiB.

@@ -7,14 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use uds::rpc::{CallOptions, Client, HandlerError, RpcError, Server};
-
-/// Sets a flag when dropped: proves a handler's future was dropped.
-struct DropFlag(Arc<AtomicBool>);
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, Ordering::SeqCst);
-    }
-}
+use uds_tests::DropFlag;
+use uds_tests::raw::RawPeer;
 
 fn pair_client(server: &Server) -> Client {
     let (a, b) = uds::net::pair().unwrap();
@@ -22,15 +16,9 @@ fn pair_client(server: &Server) -> Client {
     Client::new(a)
 }
 
-async fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "timed out waiting: {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+/// Waits up to 5 s for `f()` to hold.
+async fn eventually(what: &str, f: impl FnMut() -> bool) {
+    uds_tests::eventually(what, Duration::from_secs(5), f).await;
 }
 
 #[tokio::test]
@@ -77,41 +65,6 @@ async fn handler_errors_and_panics_are_server_errors_and_the_connection_goes_on(
     assert!(!p.is_retryable());
 }
 
-/// A raw peer: sends envelopes, reads replies, never cancels anything.
-struct Raw {
-    wr: tokio::net::unix::OwnedWriteHalf,
-    rd: uds::frame::FrameReader<tokio::net::unix::OwnedReadHalf>,
-}
-
-impl Raw {
-    fn start(server: &Server) -> Raw {
-        let (a, b) = uds::net::pair().unwrap();
-        server.serve_connection(b);
-        let (rd, wr) = a.into_parts().0.into_split();
-        Raw {
-            wr,
-            rd: uds::frame::FrameReader::new(rd),
-        }
-    }
-
-    async fn send(&mut self, e: &uds::rpc::Envelope) {
-        use tokio::io::AsyncWriteExt;
-        self.wr
-            .write_all(&uds_tests::envelope_frame(e))
-            .await
-            .unwrap();
-    }
-
-    async fn recv(&mut self) -> uds::rpc::Envelope {
-        let b = tokio::time::timeout(Duration::from_secs(5), self.rd.read_frame())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        uds::rpc::Envelope::decode(&b).unwrap()
-    }
-}
-
 fn request(id: u32, method: &str, exp_in: Option<Duration>) -> uds::rpc::Envelope {
     let mut e = uds::rpc::Envelope::default();
     e.id = id;
@@ -142,11 +95,11 @@ async fn the_server_cuts_a_handler_at_its_deadline_and_fires_its_token() {
         })
         .build()
         .unwrap();
-    let mut raw = Raw::start(&server);
+    let mut raw = RawPeer::serve_on(&server);
     let start = Instant::now();
-    raw.send(&request(5, "/slow", Some(Duration::from_millis(150))))
+    raw.send_envelope(&request(5, "/slow", Some(Duration::from_millis(150))))
         .await;
-    let reply = raw.recv().await;
+    let reply = raw.reply_within(Duration::from_secs(5)).await.1;
     assert_eq!(
         (reply.id, reply.err_type),
         (5, 2),
@@ -178,9 +131,9 @@ async fn a_client_that_stops_reading_is_cut_off_and_frees_its_slots() {
         .build()
         .unwrap();
     // The hog asks for megabytes of replies and never reads them.
-    let mut hog = Raw::start(&server);
+    let mut hog = RawPeer::serve_on(&server);
     for id in 1..=8 {
-        hog.send(&request(id, "/big", None)).await;
+        hog.send_envelope(&request(id, "/big", None)).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     // A well-behaved client gets served once the hog is cut off.
@@ -536,15 +489,6 @@ async fn many_tasks_calling_at_once_complete_out_of_order() {
     }
 }
 
-fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_calls_leak_no_tasks_or_memory() {
     let server = Server::builder()
@@ -559,7 +503,7 @@ async fn ten_thousand_calls_leak_no_tasks_or_memory() {
         client.call("/echo", payload.clone()).await.unwrap();
     }
     let tasks_before = metrics.num_alive_tasks();
-    let rss_before = rss_kib();
+    let rss_before = uds_tests::rss_kib();
     let mut joins = Vec::new();
     for _ in 0..10 {
         let c = client.clone();
@@ -577,7 +521,7 @@ async fn ten_thousand_calls_leak_no_tasks_or_memory() {
         metrics.num_alive_tasks() <= tasks_before
     })
     .await;
-    let grown = rss_kib().saturating_sub(rss_before);
+    let grown = uds_tests::rss_kib().saturating_sub(rss_before);
     assert!(
         grown < 8 * 1024,
         "RSS grew by {grown} KiB over 10 000 calls"

@@ -5,22 +5,11 @@
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use uds::frame::{FrameDecoder, FrameReader};
 use uds::rpc::{Client, Envelope, HandlerError, RpcError, Server};
 
 const EXP: i64 = 4_102_444_800_000_000_000; // 2100-01-01
-
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '|')
-        .collect();
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
-}
 
 /// Splits `header|body` hex into the body, checking the header.
 fn body(frame_hex: &str) -> Bytes {
@@ -40,6 +29,8 @@ fn env(id: u32, method: &str, data: &[u8]) -> Envelope {
 }
 
 use uds_tests::envelope_frame as encode_frame;
+use uds_tests::hex;
+use uds_tests::raw::RawPeer;
 
 const A1: &str = "34|080110808098b5f5f9b3f7381a052f6563686f220568656c6c6f";
 const A6: &str = "26|080610808098b5f5f9b3f7381a052f6563686f";
@@ -208,47 +199,12 @@ fn go_like_server() -> Server {
         .unwrap()
 }
 
-/// A raw peer speaking bytes to our server.
-struct Raw {
-    stream: tokio::net::UnixStream,
-    reader: FrameReader<tokio::net::UnixStream>,
-}
-
-impl Raw {
-    fn start(server: &Server) -> Raw {
-        let (a, b) = uds::net::pair().unwrap();
-        server.serve_connection(b);
-        let (stream, _) = a.into_parts();
-        let std = stream.into_std().unwrap();
-        let clone = std.try_clone().unwrap();
-        Raw {
-            stream: tokio::net::UnixStream::from_std(std).unwrap(),
-            reader: FrameReader::new(tokio::net::UnixStream::from_std(clone).unwrap()),
-        }
-    }
-
-    async fn send(&mut self, frame_hex: &str) {
-        self.stream.write_all(&hex(frame_hex)).await.unwrap();
-    }
-
-    async fn recv(&mut self) -> (Bytes, Envelope) {
-        let body = tokio::time::timeout(Duration::from_secs(5), self.reader.read_frame())
-            .await
-            .expect("reply within 5s")
-            .unwrap()
-            .expect("a reply frame");
-        let env = Envelope::decode(&body).unwrap();
-        assert!(env.err_type <= 4, "never send err_type > 4 to a Go client");
-        (body, env)
-    }
-}
-
 #[tokio::test]
 async fn server_answers_go_requests_with_minimal_replies() {
     let server = go_like_server();
-    let mut raw = Raw::start(&server);
-    raw.send(A1).await;
-    let (body1, r1) = raw.recv().await;
+    let mut raw = RawPeer::serve_on(&server);
+    raw.send_hex(A1).await;
+    let (body1, r1) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!(
         &body1[..],
         &hex("0801220568656c6c6f")[..],
@@ -256,26 +212,26 @@ async fn server_answers_go_requests_with_minimal_replies() {
     );
     assert_eq!((r1.id, &r1.data[..]), (1, &b"hello"[..]));
 
-    raw.send(A6).await;
-    let (_, r6) = raw.recv().await;
+    raw.send_hex(A6).await;
+    let (_, r6) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r6.id, r6.data.len(), r6.err_type), (6, 0, 0));
 
-    raw.send(A7).await;
-    let (body7, r7) = raw.recv().await;
+    raw.send_hex(A7).await;
+    let (body7, r7) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r7.id, r7.data.len()), (7, 0));
     assert_eq!(&body7[..], &[0x08, 0x07], "empty result: data omitted");
 
-    raw.send(A8).await;
-    let (_, r8) = raw.recv().await;
+    raw.send_hex(A8).await;
+    let (_, r8) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!(r8.id, 1);
     assert_eq!(&r8.data[..], br#"{"Sum":6,"Err":{"Msg":""}}"#);
 
-    raw.send(A10).await;
-    let (_, r10) = raw.recv().await;
+    raw.send_hex(A10).await;
+    let (_, r10) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!(&r10.data[..], &hex("0a0568656c6c6f")[..]);
 
-    raw.send(A11).await;
-    let (_, r11) = raw.recv().await;
+    raw.send_hex(A11).await;
+    let (_, r11) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!(
         (r11.id, &r11.data[..]),
         (2, &hex("0a0b68656c6c6f2071756f7465")[..])
@@ -315,11 +271,11 @@ async fn typed_proto_and_json_calls_match_a8_a10_a11() {
 #[tokio::test]
 async fn pipelined_calls_complete_out_of_order_a12() {
     let server = go_like_server();
-    let mut raw = Raw::start(&server);
-    raw.send(A12_1).await;
-    raw.send(A12_2).await;
-    let (_, first) = raw.recv().await;
-    let (_, second) = raw.recv().await;
+    let mut raw = RawPeer::serve_on(&server);
+    raw.send_hex(A12_1).await;
+    raw.send_hex(A12_2).await;
+    let (_, first) = raw.reply_within(Duration::from_secs(5)).await;
+    let (_, second) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((first.id, &first.data[..]), (11, &b"b"[..]));
     assert_eq!((second.id, &second.data[..]), (10, &b"slept 50ms"[..]));
 }
@@ -332,17 +288,17 @@ async fn errors_carry_the_id_and_the_right_code() {
         })
         .build()
         .unwrap();
-    let mut raw = Raw::start(&server);
-    raw.send(A2).await; // unknown method /nope, id 2
-    let (_, r) = raw.recv().await;
+    let mut raw = RawPeer::serve_on(&server);
+    raw.send_hex(A2).await; // unknown method /nope, id 2
+    let (_, r) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r.id, r.err_type), (2, 1));
     assert_eq!(r.err_text(), "method /nope not found");
     assert!(r.data.is_empty());
 
     let mut req = env(3, "/boom", b"x");
     req.exp_unix_nano = EXP;
-    raw.stream.write_all(&encode_frame(&req)).await.unwrap();
-    let (_, r) = raw.recv().await;
+    raw.wr.write_all(&encode_frame(&req)).await.unwrap();
+    let (_, r) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r.id, r.err_type, r.err_text().as_str()), (3, 4, "boom"));
 }
 
@@ -357,9 +313,9 @@ async fn expired_request_is_refused_unrun_d6() {
         })
         .build()
         .unwrap();
-    let mut raw = Raw::start(&server);
-    raw.send(D6).await;
-    let (_, r) = raw.recv().await;
+    let mut raw = RawPeer::serve_on(&server);
+    raw.send_hex(D6).await;
+    let (_, r) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r.id, r.err_type), (1, 2));
     assert!(
         !ran.load(std::sync::atomic::Ordering::SeqCst),
@@ -370,27 +326,27 @@ async fn expired_request_is_refused_unrun_d6() {
 #[tokio::test]
 async fn undecodable_and_empty_requests_get_bad_data_without_echo_d1_a5() {
     let server = go_like_server();
-    let mut raw = Raw::start(&server);
-    raw.send("06|ffffff").await;
-    let (body, r) = raw.recv().await;
+    let mut raw = RawPeer::serve_on(&server);
+    raw.send_hex("06|ffffff").await;
+    let (body, r) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r.id, r.err_type), (0, 3));
     assert!(
         !body.windows(3).any(|w| w == [0xff, 0xff, 0xff]),
         "raw bytes echoed"
     );
-    raw.send("00").await; // A5
-    let (_, r) = raw.recv().await;
+    raw.send_hex("00").await; // A5
+    let (_, r) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r.id, r.err_type), (0, 3));
     // Non-UTF-8 method name: bad data with the id.
     let mut bad = Envelope::default();
     bad.id = 9;
     bad.method = Bytes::from_static(&[0x2f, 0xff, 0xfe]);
-    raw.stream.write_all(&encode_frame(&bad)).await.unwrap();
-    let (_, r) = raw.recv().await;
+    raw.wr.write_all(&encode_frame(&bad)).await.unwrap();
+    let (_, r) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r.id, r.err_type), (9, 3));
     // The connection is still served.
-    raw.send(A1).await;
-    let (_, r) = raw.recv().await;
+    raw.send_hex(A1).await;
+    let (_, r) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r.id, &r.data[..]), (1, &b"hello"[..]));
 }
 
@@ -402,9 +358,9 @@ async fn framing_violations_close_the_connection_d2_d3_d5() {
         "80808080804000000000000000000000",
     ] {
         let server = go_like_server();
-        let mut raw = Raw::start(&server);
-        raw.send(bad).await;
-        let got = tokio::time::timeout(Duration::from_secs(5), raw.reader.read_frame())
+        let mut raw = RawPeer::serve_on(&server);
+        raw.send_hex(bad).await;
+        let got = tokio::time::timeout(Duration::from_secs(5), raw.rd.read_frame())
             .await
             .expect("closed within 5s");
         assert!(
@@ -554,17 +510,16 @@ async fn client_request_bytes_match_the_go_layout() {
 async fn server_reply_is_readable_after_a_go_style_request_split_everywhere() {
     // The Go writer sends header and body in two writes; any split works.
     let server = go_like_server();
-    let mut raw = Raw::start(&server);
+    let mut raw = RawPeer::serve_on(&server);
     let bytes = hex(A1);
     for b in &bytes {
-        raw.stream.write_all(&[*b]).await.unwrap();
-        raw.stream.flush().await.unwrap();
+        raw.wr.write_all(&[*b]).await.unwrap();
+        raw.wr.flush().await.unwrap();
     }
-    let (_, r) = raw.recv().await;
+    let (_, r) = raw.reply_within(Duration::from_secs(5)).await;
     assert_eq!((r.id, &r.data[..]), (1, &b"hello"[..]));
-    let mut rest = [0u8; 1];
     assert!(
-        tokio::time::timeout(Duration::from_millis(50), raw.stream.read(&mut rest))
+        tokio::time::timeout(Duration::from_millis(50), raw.rd.read_frame())
             .await
             .is_err(),
         "nothing more is sent"

@@ -4,17 +4,16 @@
 //! a real socket and checks what a user would: bytes the server took in,
 //! a well-behaved client's latency, replies and their error codes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use uds::frame::FrameReader;
 use uds::rpc::{Client, Envelope, Server, ServerBuilder};
 use uds_tests::log_capture::LogCapture;
+use uds_tests::raw::RawPeer;
 use uds_tests::{envelope_frame, panics_so_far, rss_kib};
 
 /// Every test here runs alone: most measure this process's memory or
@@ -56,35 +55,6 @@ fn framed(body: &[u8]) -> Vec<u8> {
     let mut out = bytes::BytesMut::new();
     uds::frame::put_frame(body, &mut out).expect("non-empty envelope");
     out.to_vec()
-}
-
-/// An attacker's raw connection: bytes out, frames in.
-struct Raw {
-    rd: FrameReader<OwnedReadHalf>,
-    wr: OwnedWriteHalf,
-}
-
-impl Raw {
-    async fn connect(path: &Path) -> Raw {
-        let (stream, _) = uds::net::connect(path).await.unwrap().into_parts();
-        let (rd, wr) = stream.into_split();
-        Raw {
-            rd: FrameReader::new(rd),
-            wr,
-        }
-    }
-
-    /// The next reply, decoded; panics after 10 s or on a close.
-    async fn reply(&mut self) -> Envelope {
-        let body = tokio::time::timeout(Duration::from_secs(10), self.rd.read_frame())
-            .await
-            .expect("a reply within 10 s")
-            .unwrap()
-            .expect("a reply, not a close");
-        let env = Envelope::decode(&body).unwrap();
-        assert!(env.err_type <= 4, "err_type {} sent", env.err_type);
-        env
-    }
 }
 
 /// A server on a temporary socket path.
@@ -146,7 +116,7 @@ async fn padded_requests_wait_within_the_byte_bound(json: bool) {
         })
     };
     let live = live(builder);
-    let Raw { mut rd, mut wr } = Raw::connect(&live.path).await;
+    let RawPeer { mut rd, mut wr } = RawPeer::connect(&live.path).await;
     let data: &[u8] = if json { b"41" } else { b"\x07\x07" };
     // One frame, its id rewritten in place (ids below 128 are one varint
     // byte right after the id's tag): the attacker allocates nothing per
@@ -500,7 +470,7 @@ async fn max_timeout_caps_every_unary_call() {
                 }
             }),
     );
-    let mut raw = Raw::connect(&live.path).await;
+    let mut raw = RawPeer::connect(&live.path).await;
     let now_ns = || {
         i64::try_from(
             std::time::SystemTime::now()
@@ -531,7 +501,7 @@ async fn max_timeout_caps_every_unary_call() {
             .write_all(&request_with_deadline(id, "/slow", exp))
             .await
             .unwrap();
-        let r = raw.reply().await;
+        let r = raw.reply().await.1;
         let took = start.elapsed();
         eprintln!(
             "deadline {what}: answered after {took:?}: {:?}",
@@ -725,7 +695,7 @@ fn a_flood_of_bad_frames_logs_a_bounded_number_of_lines() {
         let broken = async {
             let mut raws = Vec::new();
             for _ in 0..CONNS {
-                let mut raw = Raw::connect(&live.path).await;
+                let mut raw = RawPeer::connect(&live.path).await;
                 raw.wr.write_all(&[0x01]).await.unwrap();
                 raws.push(raw);
             }
@@ -737,7 +707,7 @@ fn a_flood_of_bad_frames_logs_a_bounded_number_of_lines() {
         };
         broken.await;
         // Undecodable bodies, each answered with a bad-data error.
-        let mut raw = Raw::connect(&live.path).await;
+        let mut raw = RawPeer::connect(&live.path).await;
         let junk: Vec<u8> = (0..FRAMES).flat_map(|_| [0x06, 0xff, 0xff, 0xff]).collect();
         let (mut rd, mut wr) = (raw.rd, raw.wr);
         let writer = tokio::spawn(async move {
@@ -777,7 +747,7 @@ fn a_flood_of_bad_frames_logs_a_bounded_number_of_lines() {
         // After a quiet second, the next line carries the count of those
         // suppressed: together, every event is accounted for.
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        let mut last = Raw::connect(&live.path).await;
+        let mut last = RawPeer::connect(&live.path).await;
         last.wr.write_all(&[0x01]).await.unwrap();
         let _ = tokio::time::timeout(Duration::from_secs(10), last.rd.read_frame()).await;
         let framing = lines(&captured, "closing connection: bad framing");
