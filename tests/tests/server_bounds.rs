@@ -588,8 +588,7 @@ async fn streams_have_their_own_time_bound() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_beyond_the_per_user_quota_are_closed() {
     const TEST: &str = "connections_beyond_the_per_user_quota_are_closed";
-    if !uds_tests::is_root() {
-        eprintln!("SKIPPED {TEST}: needs root");
+    if !uds_tests::require_root(TEST) {
         return;
     }
     let _alone = ALONE.lock().await;
@@ -776,8 +775,7 @@ fn a_flood_of_bad_frames_logs_a_bounded_number_of_lines() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_users_processes_share_one_user_quota() {
     const TEST: &str = "another_users_processes_share_one_user_quota";
-    if !uds_tests::is_root() {
-        eprintln!("SKIPPED {TEST}: needs root");
+    if !uds_tests::require_root(TEST) {
         return;
     }
     let _alone = ALONE.lock().await;
