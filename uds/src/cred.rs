@@ -71,11 +71,18 @@ impl Cred {
     }
 
     /// The credentials of the current process (effective uid and gid).
+    ///
+    /// # Errors
+    /// [`CredError`] if the supplementary groups cannot be read.
     pub fn current() -> Result<Self, CredError> {
         Ok(sys::current_cred()?.into())
     }
 
     /// The kernel-reported credentials of the peer of a connected Unix socket.
+    ///
+    /// # Errors
+    /// [`CredError`] if `socket` is not a connected Unix socket, or the
+    /// platform has no way to read a peer's credentials.
     pub fn of_peer(socket: &impl AsFd) -> Result<Self, CredError> {
         Ok(sys::peer_cred(socket.as_fd())?.into())
     }

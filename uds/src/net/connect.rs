@@ -15,6 +15,12 @@ use crate::sys;
 /// [`Connector::new`]: the socket file is a socket, owned by this process's
 /// user, with no permission bits for others, and the process listening on it
 /// runs as this process's user.
+///
+/// # Errors
+/// As [`Connector::connect`].
+///
+/// # Cancel safety
+/// Cancel safe: a dropped future leaves no connection behind.
 pub async fn connect(path: impl AsRef<Path>) -> Result<Conn, NetError> {
     Connector::new().connect(path).await
 }
@@ -137,6 +143,19 @@ impl Connector {
 
     /// Checks the socket file at `path`, connects, and checks the server's
     /// kernel credentials. Each failed check is its own [`NetError`] variant.
+    ///
+    /// # Errors
+    /// [`NetError::NotFound`], [`NetError::NotASocket`] or [`NetError::Refused`]
+    /// for what is (not) at the path; [`NetError::FileOwnerMismatch`],
+    /// [`NetError::FileGroupMismatch`] or [`NetError::ModeNotAllowed`] for the
+    /// file's checks; [`NetError::ServerUidMismatch`] or
+    /// [`NetError::ServerGidMismatch`] for the server's credentials;
+    /// [`NetError::ServerBusy`] or [`NetError::ConnectTimeout`] when no
+    /// connection could be made in time; [`NetError::NoRuntime`] outside a
+    /// tokio runtime.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a dropped future leaves no connection behind.
     pub async fn connect(&self, path: impl AsRef<Path>) -> Result<Conn, NetError> {
         let path = path.as_ref();
         paths::check_len(path)?;
@@ -153,6 +172,14 @@ impl Connector {
 
     /// Connects to a Linux abstract socket. There is no file to check: the
     /// server's kernel credentials are the only check.
+    ///
+    /// # Errors
+    /// [`NetError::AbstractUnsupported`] outside Linux,
+    /// [`NetError::AbstractNameTooLong`], and the server-credential and
+    /// connection errors of [`Connector::connect`].
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
     // Elsewhere it fails at once, but stays `async` for one signature.
     #[cfg_attr(not(target_os = "linux"), allow(clippy::unused_async))]
     pub async fn connect_abstract(&self, name: impl AsRef<[u8]>) -> Result<Conn, NetError> {
@@ -344,6 +371,10 @@ pub const BUSY_RETRY_FOR: Duration = Duration::from_secs(1);
 /// The kernel reports the *creator* of a socketpair as the peer on both
 /// ends: a child that inherits one end learns its parent's credentials, but
 /// the parent's end keeps reporting the parent itself, not the child.
+///
+/// # Errors
+/// [`NetError::Io`] if the pair cannot be made (out of descriptors),
+/// [`NetError::NoRuntime`] outside a tokio runtime.
 pub fn pair() -> Result<(Conn, Conn), NetError> {
     let (a, b) = UnixStream::pair().map_err(|e| NetError::io("socketpair", "", e))?;
     let ca = Cred::of_peer(&a)?;

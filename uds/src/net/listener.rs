@@ -87,7 +87,21 @@ impl ListenerBuilder {
     /// path is an error and is left untouched. The socket is bound inside a
     /// fresh private (0700) directory next to `path`, given its mode and
     /// owner there, and only then linked into place — it is never reachable
-    /// with looser permissions than asked.
+    /// with looser permissions than asked. Every step works through directory
+    /// descriptors, so another user who can write the directory cannot make
+    /// it touch another file.
+    ///
+    /// # Errors
+    /// [`NetError::NoRuntime`] outside a tokio runtime;
+    /// [`NetError::PathTooLong`] or [`NetError::InvalidPath`] for the path;
+    /// [`NetError::AddressInUse`] if a server answers there (or another uds
+    /// listener holds the path's lock); [`NetError::NotASocket`] for a file
+    /// that is not a socket; [`NetError::Tampered`] if another process
+    /// changed the directory while the socket was set up;
+    /// [`NetError::AbstractHasNoPermissions`],
+    /// [`NetError::AbstractNameTooLong`] or [`NetError::AbstractUnsupported`]
+    /// for abstract names; [`NetError::Io`] for the OS's own refusals (e.g. a
+    /// `chown` without privilege).
     pub fn bind(self) -> Result<Listener, NetError> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(NetError::NoRuntime);
@@ -214,6 +228,9 @@ pub struct Listener {
 
 impl Listener {
     /// Binds at `path` with the defaults: mode 0600, same-user policy.
+    ///
+    /// # Errors
+    /// As [`ListenerBuilder::bind`].
     pub fn bind(path: impl AsRef<Path>) -> Result<Self, NetError> {
         Listener::builder(path).bind()
     }
@@ -257,6 +274,10 @@ impl Listener {
     /// resumes once resources free up. Only an error that leaves the listener
     /// itself unusable is returned.
     ///
+    /// # Errors
+    /// [`NetError::Io`] only when the listener itself is unusable.
+    ///
+    /// # Cancel safety
     /// Cancel safe: if the future is dropped, no authorized connection is lost
     /// (one mid-authorization is closed, as the peer would see with any
     /// server that goes away).
