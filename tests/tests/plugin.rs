@@ -410,3 +410,40 @@ async fn restarts_stop_at_the_policys_limit() {
         assert!(!alive(pid));
     }
 }
+
+#[tokio::test]
+async fn a_host_attaches_to_a_plugin_serving_a_socket_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plugin.sock");
+    let mut child = tokio::process::Command::new(PLUGIN)
+        .arg("serve-at")
+        .arg(&path)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    uds_tests::eventually(
+        "the plugin's socket appears",
+        Duration::from_secs(10),
+        || path.exists(),
+    )
+    .await;
+    let attached = uds::plugin::attach::<TestPluginClient>(&path)
+        .await
+        .unwrap();
+    assert_eq!(attached.pid(), child.id().unwrap(), "the kernel's pid");
+    assert_eq!(attached.client().echo("hi".into()).await.unwrap(), "hi");
+    let admin: AdminClient = attached.client_for().unwrap();
+    assert_eq!(admin.served().await.unwrap(), 1);
+    assert_eq!(attached.services(), ["TestPlugin", "Admin"]);
+    attached.shutdown(Duration::from_secs(5)).await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!path.exists(), "the plugin removed its socket");
+    let err = uds::plugin::attach::<TestPluginClient>(&path)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, PluginError::Net(_)), "{err:?}");
+}

@@ -10,7 +10,9 @@
 //! - `fork`: starts a copy of itself that serves, and waits for it (a
 //!   wrapper that forks instead of exec'ing);
 //! - `crash-on-N`: serves `TestPlugin`, and exits with code 3 on its Nth
-//!   `echo` call.
+//!   `echo` call;
+//! - `serve-at PATH`: serves `TestPlugin` and `Admin` at a socket path, for
+//!   a host to attach to.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -132,6 +134,21 @@ async fn main() -> std::process::ExitCode {
                 .status()
                 .expect("start the forked plugin");
             std::process::ExitCode::from(u8::try_from(status.code().unwrap_or(1)).unwrap_or(1))
+        }
+        "serve-at" => {
+            let path = std::env::args().nth(2).expect("serve-at PATH");
+            let served = Serve::new()
+                .service(TestPluginServer::new(Impl))
+                .service(AdminServer::new(Impl))
+                .serve_at(path)
+                .await;
+            match served {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    std::process::ExitCode::FAILURE
+                }
+            }
         }
         other if other.starts_with("crash-on-") => {
             let n: u64 = other["crash-on-".len()..].parse().expect("crash-on-N");

@@ -144,21 +144,8 @@ impl Serve {
     pub async fn serve(self) -> Result<(), PluginError> {
         let conn = take_host_connection()?;
         let stop = Arc::new(tokio::sync::Notify::new());
-        let hello = Bytes::from(Hello::encode(std::process::id(), &self.services));
-        let server = self
-            .builder
-            .handler(HANDSHAKE_METHOD, move |_ctx, _data| {
-                let hello = hello.clone();
-                async move { Ok(hello) }
-            })
-            .handler(SHUTDOWN_METHOD, {
-                let stop = stop.clone();
-                move |_ctx, _data| {
-                    stop.notify_one();
-                    async { Ok(Bytes::new()) }
-                }
-            })
-            .build()?;
+        let grace = self.grace;
+        let server = self.into_server(&stop)?;
         let mut connection = server.serve_connection(conn);
         tokio::select! {
             () = connection.closed() => {
@@ -166,13 +153,55 @@ impl Serve {
             }
             () = stop.notified() => {
                 tracing::debug!(target: "uds::plugin", "host asked the plugin to stop");
-                let report = server.shutdown(self.grace).await;
+                let report = server.shutdown(grace).await;
                 if !report.graceful {
-                    tracing::warn!(target: "uds::plugin", aborted = report.aborted_calls, grace = ?self.grace, "calls still running at the end of the grace period were cancelled");
+                    tracing::warn!(target: "uds::plugin", aborted = report.aborted_calls, ?grace, "calls still running at the end of the grace period were cancelled");
                 }
             }
         }
         Ok(())
+    }
+
+    /// Serves at a socket path instead of the host's inherited socket, for a
+    /// plugin started by something other than its host (a debugger, a
+    /// service manager): a host [attaches](super::attach) to it there.
+    /// The socket has the listener's defaults (mode 0600, same-user
+    /// policy). Returns once a host asks the plugin to stop, after the
+    /// calls in flight have finished (the socket file is then removed).
+    ///
+    /// # Errors
+    /// [`PluginError::Net`] if the socket cannot be bound.
+    pub async fn serve_at(self, path: impl AsRef<std::path::Path>) -> Result<(), PluginError> {
+        let listener = crate::net::Listener::bind(path)?;
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let grace = self.grace;
+        let server = self.into_server(&stop)?;
+        server.serve(listener);
+        stop.notified().await;
+        tracing::debug!(target: "uds::plugin", "a host asked the plugin to stop");
+        let report = server.shutdown(grace).await;
+        if !report.graceful {
+            tracing::warn!(target: "uds::plugin", aborted = report.aborted_calls, ?grace, "calls still running at the end of the grace period were cancelled");
+        }
+        Ok(())
+    }
+
+    /// The RPC server: the services plus the built-in handshake and stop
+    /// methods, the latter notifying `stop`.
+    fn into_server(self, stop: &Arc<tokio::sync::Notify>) -> Result<Server, PluginError> {
+        let hello = Bytes::from(Hello::encode(std::process::id(), &self.services));
+        let stop = stop.clone();
+        Ok(self
+            .builder
+            .handler(HANDSHAKE_METHOD, move |_ctx, _data| {
+                let hello = hello.clone();
+                async move { Ok(hello) }
+            })
+            .handler(SHUTDOWN_METHOD, move |_ctx, _data| {
+                stop.notify_one();
+                async { Ok(Bytes::new()) }
+            })
+            .build()?)
     }
 
     /// Serves like [`Serve::serve`] and turns the outcome into an exit code

@@ -422,7 +422,7 @@ async fn greet(
 }
 
 /// Checks the handshake against what the host expects of `C`.
-fn check<C: PluginClient>(name: &str, hello: &Hello) -> Result<(), PluginError> {
+pub(super) fn check<C: PluginClient>(name: &str, hello: &Hello) -> Result<(), PluginError> {
     if hello.version != PROTOCOL_VERSION.to_string() {
         return Err(PluginError::VersionMismatch {
             name: name.to_owned(),

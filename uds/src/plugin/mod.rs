@@ -57,6 +57,7 @@
 //! # fn main() {}
 //! ```
 
+mod attach;
 mod error;
 mod guest;
 mod handshake;
@@ -64,6 +65,7 @@ mod host;
 mod output;
 mod supervisor;
 
+pub use attach::{Attached, attach};
 pub use error::{Exited, PluginError};
 pub use guest::{DEFAULT_SHUTDOWN_GRACE, Serve, run, serve};
 pub use handshake::PROTOCOL_VERSION;
