@@ -4,11 +4,18 @@
 //! round so that machine drift hits them alike.
 //!
 //! Rows:
-//! - `floor`: a minimal length-prefixed echo over a tokio Unix socket, one
-//!   connection per user, buffers reused — what any protocol costs at least;
+//! - `floor`: the fastest plain echo there is over a tokio Unix socket, one
+//!   connection per user, a 4-byte length header, a request frame built
+//!   once, replies read into a reused buffer, the server echoing each whole
+//!   frame with one `write_all`, nothing allocated per request — what any
+//!   protocol costs at least;
+//! - `floor-std`: the same with std's blocking sockets, a thread per
+//!   connection on both sides. Ratios are to the faster floor of each pass;
 //! - `uds-raw`: the uds chunk RPC, no codec, one shared client;
 //! - `uds-service`: a `#[uds::service(codec = "proto")]` client and server,
 //!   `bytes data = 1` request and reply, one shared client;
+//! - `tarpc`: the best Rust peer, bincode over tarpc's length-delimited Unix
+//!   transport, a `Bytes` payload, one shared client;
 //! - `tonic`: gRPC over a Unix socket with the same messages, one shared
 //!   channel, default settings;
 //! - `tonic-tuned`: the same with larger HTTP/2 windows.
@@ -22,8 +29,10 @@
     clippy::cast_sign_loss
 )]
 
+pub mod floor;
 pub mod rows;
 pub mod stats;
+pub mod tarpc_row;
 
 /// The benchmark's protobuf message: `bytes data = 1`.
 #[derive(Clone, PartialEq, prost::Message)]

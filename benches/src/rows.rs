@@ -1,13 +1,11 @@
 //! The benchmark's rows: each starts a server and a client in this process
 //! and echoes payloads through them.
 
-use std::io::IoSlice;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
@@ -19,12 +17,16 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// A benchmark row.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Row {
-    /// Minimal length-prefixed echo, one connection per user.
+    /// Minimal length-prefixed echo on tokio, one connection per user.
     Floor,
+    /// The same with std's blocking sockets, a thread per connection.
+    FloorStd,
     /// uds chunk RPC, no codec.
     UdsRaw,
     /// `#[uds::service(codec = "proto")]`.
     UdsService,
+    /// tarpc, bincode, a `Bytes` payload.
+    Tarpc,
     /// tonic gRPC, defaults.
     Tonic,
     /// tonic gRPC, larger HTTP/2 windows.
@@ -33,10 +35,12 @@ pub enum Row {
 
 impl Row {
     /// Every row, in report order.
-    pub const ALL: [Row; 5] = [
+    pub const ALL: [Row; 7] = [
         Row::Floor,
+        Row::FloorStd,
         Row::UdsRaw,
         Row::UdsService,
+        Row::Tarpc,
         Row::Tonic,
         Row::TonicTuned,
     ];
@@ -45,11 +49,18 @@ impl Row {
     pub fn name(self) -> &'static str {
         match self {
             Row::Floor => "floor",
+            Row::FloorStd => "floor-std",
             Row::UdsRaw => "uds-raw",
             Row::UdsService => "uds-service",
+            Row::Tarpc => "tarpc",
             Row::Tonic => "tonic",
             Row::TonicTuned => "tonic-tuned",
         }
+    }
+
+    /// Whether this row is one of the floors.
+    pub fn is_floor(self) -> bool {
+        matches!(self, Row::Floor | Row::FloorStd)
     }
 
     /// The row called `name`.
@@ -77,9 +88,14 @@ impl Echo for EchoImpl {
 /// A running row: its server and its client.
 pub enum Fixture {
     /// See [`Row::Floor`].
-    Floor {
-        /// Per user: a connection and a reused buffer.
-        conns: Vec<tokio::sync::Mutex<(UnixStream, Vec<u8>)>>,
+    Floor(crate::floor::TokioFloor),
+    /// See [`Row::FloorStd`]: its calls block, so the harness runs its users
+    /// on threads of their own.
+    FloorStd(std::sync::Arc<crate::floor::StdFloor>),
+    /// See [`Row::Tarpc`].
+    Tarpc {
+        /// The shared client.
+        client: crate::tarpc_row::TarpcEchoClient,
         /// The accept loop.
         server: JoinHandle<()>,
     },
@@ -111,16 +127,13 @@ impl Fixture {
     pub async fn start(row: Row, users: usize, dir: &Path) -> Result<Fixture, BoxError> {
         let path = dir.join(format!("{}.sock", row.name()));
         Ok(match row {
-            Row::Floor => {
-                let server = tokio::spawn(floor_server(UnixListener::bind(&path)?));
-                let mut conns = Vec::new();
-                for _ in 0..users {
-                    conns.push(tokio::sync::Mutex::new((
-                        UnixStream::connect(&path).await?,
-                        Vec::new(),
-                    )));
-                }
-                Fixture::Floor { conns, server }
+            Row::Floor => Fixture::Floor(crate::floor::TokioFloor::start(&path, users).await?),
+            Row::FloorStd => Fixture::FloorStd(std::sync::Arc::new(crate::floor::StdFloor::start(
+                &path, users,
+            )?)),
+            Row::Tarpc => {
+                let (client, server) = crate::tarpc_row::start(&path).await?;
+                Fixture::Tarpc { client, server }
             }
             Row::UdsRaw => {
                 let server = uds::rpc::Server::builder()
@@ -146,16 +159,13 @@ impl Fixture {
     /// Echoes `payload` as user `user`; returns the length echoed back.
     pub async fn echo(&self, user: usize, payload: &Bytes) -> Result<usize, BoxError> {
         match self {
-            Fixture::Floor { conns, .. } => {
-                let mut guard = conns[user % conns.len()].lock().await;
-                let (stream, buf) = &mut *guard;
-                let len = u32::try_from(payload.len())?.to_le_bytes();
-                write_two(stream, &len, payload).await?;
-                let mut hdr = [0u8; 4];
-                stream.read_exact(&mut hdr).await?;
-                buf.resize(u32::from_le_bytes(hdr) as usize, 0);
-                stream.read_exact(buf).await?;
-                Ok(buf.len())
+            Fixture::Floor(floor) => Ok(floor.echo(user, payload).await?),
+            Fixture::FloorStd(floor) => Ok(floor.echo(user, payload)?),
+            Fixture::Tarpc { client, .. } => {
+                let reply = client
+                    .echo(tarpc::context::current(), payload.clone())
+                    .await?;
+                Ok(reply.len())
             }
             Fixture::UdsRaw { client, .. } => {
                 Ok(client.call("/echo", payload.clone()).await?.len())
@@ -185,50 +195,24 @@ impl Fixture {
         }
     }
 
+    /// The blocking floor, whose users the harness runs on threads.
+    pub fn blocking(&self) -> Option<std::sync::Arc<crate::floor::StdFloor>> {
+        match self {
+            Fixture::FloorStd(floor) => Some(floor.clone()),
+            _ => None,
+        }
+    }
+
     /// Stops the server.
     pub async fn stop(self) {
         match self {
-            Fixture::Floor { server, .. } | Fixture::Tonic { server, .. } => server.abort(),
+            Fixture::Floor(floor) => floor.stop(),
+            Fixture::FloorStd(_) => {}
+            Fixture::Tarpc { server, .. } | Fixture::Tonic { server, .. } => server.abort(),
             Fixture::UdsRaw { server, .. } | Fixture::UdsService { server, .. } => {
                 server.shutdown(std::time::Duration::from_secs(1)).await;
             }
         }
-    }
-}
-
-/// `a` then `b` in as few `writev` calls as the socket allows.
-async fn write_two(s: &mut UnixStream, mut a: &[u8], mut b: &[u8]) -> std::io::Result<()> {
-    while !a.is_empty() || !b.is_empty() {
-        let n = s
-            .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
-            .await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        let from_a = n.min(a.len());
-        a = &a[from_a..];
-        b = &b[n - from_a..];
-    }
-    Ok(())
-}
-
-async fn floor_server(listener: UnixListener) {
-    while let Ok((mut s, _)) = listener.accept().await {
-        tokio::spawn(async move {
-            let mut buf = Vec::new();
-            loop {
-                let mut hdr = [0u8; 4];
-                if s.read_exact(&mut hdr).await.is_err() {
-                    return;
-                }
-                buf.resize(u32::from_le_bytes(hdr) as usize, 0);
-                if s.read_exact(&mut buf).await.is_err()
-                    || write_two(&mut s, &hdr, &buf).await.is_err()
-                {
-                    return;
-                }
-            }
-        });
     }
 }
 

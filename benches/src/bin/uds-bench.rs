@@ -1,11 +1,18 @@
-//! `uds-bench`: uds against gRPC (tonic) and a raw floor; see the crate docs.
+//! `uds-bench`: uds against tarpc, gRPC (tonic) and the raw floors; see the
+//! crate docs.
 //!
 //! ```text
 //! cargo run --release -p uds-benches --bin uds-bench -- \
 //!     [--users 16] [--requests 10000] [--big-requests 2000] \
-//!     [--sizes 1024,10240,102400,1024000] [--rows floor,uds-raw,uds-service,tonic,tonic-tuned] \
-//!     [--rounds 5] [--alloc-requests 2000] [--json]
+//!     [--sizes 1024,10240,102400,1024000] \
+//!     [--rows floor,floor-std,uds-raw,uds-service,tarpc,tonic,tonic-tuned] \
+//!     [--passes 3] [--rounds 5] [--alloc-requests 2000] [--json FILE] [--compare OLD.json]
 //! ```
+//!
+//! Each pass measures every row at every size, rows interleaved round by
+//! round; a cell's figures are the medians over the passes, and its ratios
+//! the medians of the per-pass ratios (to the faster of the two floors in
+//! that pass, to tarpc, to tonic).
 
 // Reported figures: float conversions of counts and times lose nothing that matters.
 #![allow(
@@ -59,13 +66,16 @@ struct Config {
     big_requests: usize,
     sizes: Vec<usize>,
     rows: Vec<Row>,
+    passes: usize,
     rounds: usize,
     alloc_requests: usize,
-    json: bool,
+    json: Option<String>,
+    compare: Option<String>,
 }
 
 const USAGE: &str = "usage: uds-bench [--users N] [--requests N] [--big-requests N] [--sizes A,B,..] \
-[--rows floor,uds-raw,uds-service,tonic,tonic-tuned] [--rounds N] [--alloc-requests N] [--json]";
+[--rows floor,floor-std,uds-raw,uds-service,tarpc,tonic,tonic-tuned] [--passes N] [--rounds N] \
+[--alloc-requests N] [--json FILE] [--compare OLD.json]";
 
 fn parse_args() -> Result<Config, String> {
     let mut c = Config {
@@ -74,9 +84,11 @@ fn parse_args() -> Result<Config, String> {
         big_requests: 2_000,
         sizes: vec![1024, 10_240, 102_400, 1_024_000],
         rows: Row::ALL.to_vec(),
+        passes: 3,
         rounds: 5,
         alloc_requests: 2_000,
-        json: false,
+        json: None,
+        compare: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -89,6 +101,7 @@ fn parse_args() -> Result<Config, String> {
             "--users" => c.users = num(value()?)?.max(1),
             "--requests" => c.requests = num(value()?)?,
             "--big-requests" => c.big_requests = num(value()?)?,
+            "--passes" => c.passes = num(value()?)?.max(1),
             "--rounds" => c.rounds = num(value()?)?.max(1),
             "--alloc-requests" => c.alloc_requests = num(value()?)?,
             "--sizes" => {
@@ -109,7 +122,8 @@ fn parse_args() -> Result<Config, String> {
                     })
                     .collect::<Result<_, _>>()?;
             }
-            "--json" => c.json = true,
+            "--json" => c.json = Some(value()?),
+            "--compare" => c.compare = Some(value()?),
             "--help" | "-h" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
@@ -140,17 +154,27 @@ async fn run_batch(
     for u in 0..users {
         let per_user = n / users + usize::from(u < n % users);
         let (fx, payload) = (fx.clone(), payload.clone());
+        if let Some(floor) = fx.blocking() {
+            // Blocking calls: each user on a thread of its own.
+            tasks.push(tokio::task::spawn_blocking(move || {
+                let mut lat = Vec::with_capacity(per_user);
+                for _ in 0..per_user {
+                    let t = Instant::now();
+                    let got = floor.echo(u, &payload)?;
+                    lat.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
+                    check_len(got, payload.len())?;
+                }
+                Ok::<_, BoxError>(lat)
+            }));
+            continue;
+        }
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::with_capacity(per_user);
             for _ in 0..per_user {
                 let t = Instant::now();
                 let got = fx.echo(u, &payload).await?;
                 lat.push(u64::try_from(t.elapsed().as_nanos()).unwrap_or(u64::MAX));
-                if got != payload.len() {
-                    return Err::<_, BoxError>(
-                        format!("echoed {got} of {} bytes", payload.len()).into(),
-                    );
-                }
+                check_len(got, payload.len())?;
             }
             Ok(lat)
         }));
@@ -160,6 +184,14 @@ async fn run_batch(
     }
     into.wall += start.elapsed();
     Ok(())
+}
+
+fn check_len(got: usize, want: usize) -> Result<(), BoxError> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("echoed {got} of {want} bytes").into())
+    }
 }
 
 /// Heap allocations and bytes per request with one user, client and server
@@ -183,12 +215,84 @@ async fn alloc_cost(fx: &Arc<Fixture>, n: usize, payload: &Bytes) -> Result<(f64
     Ok(((a1 - a0) as f64 / n, (b1 - b0) as f64 / n))
 }
 
-struct Result1 {
+/// What one row measured at one size in one pass.
+struct Measured {
     row: Row,
     size: usize,
     summary: Summary,
+}
+
+/// One table cell: a row at a size, over every pass.
+struct Cell {
+    row: Row,
+    size: usize,
+    requests: usize,
+    rps: Vec<f64>,
+    p50_us: Vec<f64>,
+    p99_us: Vec<f64>,
+    vs_floor: Vec<f64>,
+    vs_tarpc: Vec<f64>,
+    vs_tonic: Vec<f64>,
     allocs: f64,
     alloc_bytes: f64,
+}
+
+fn median(v: &[f64]) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    Some(if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        f64::midpoint(v[n / 2 - 1], v[n / 2])
+    })
+}
+
+fn range(v: &[f64]) -> Option<(f64, f64)> {
+    let lo = v.iter().copied().reduce(f64::min)?;
+    let hi = v.iter().copied().reduce(f64::max)?;
+    Some((lo, hi))
+}
+
+/// One pass: every size, rows interleaved round by round.
+async fn run_pass(c: &Config, fixtures: &[(Row, Arc<Fixture>)]) -> Result<Vec<Measured>, BoxError> {
+    let mut out = Vec::new();
+    for &size in &c.sizes {
+        let payload = Bytes::from(vec![0xa5u8; size]);
+        let total = requests_for(c, size);
+        let per_round = (total / c.rounds).max(1);
+        let mut samples: Vec<Sample> = vec![Sample::default(); fixtures.len()];
+        // Warm-up, then rounds that visit every row in turn (rotating the
+        // order each round) so that drift hits all rows alike.
+        for (_, fx) in fixtures {
+            run_batch(fx, c.users, c.users * 4, &payload, &mut Sample::default()).await?;
+        }
+        for round in 0..c.rounds {
+            for k in 0..fixtures.len() {
+                let i = (k + round) % fixtures.len();
+                run_batch(
+                    &fixtures[i].1,
+                    c.users,
+                    per_round,
+                    &payload,
+                    &mut samples[i],
+                )
+                .await?;
+            }
+        }
+        for ((row, _), mut sample) in fixtures.iter().zip(samples) {
+            out.push(Measured {
+                row: *row,
+                size,
+                summary: sample.summary(),
+            });
+        }
+        eprintln!("size {size}: done");
+    }
+    Ok(out)
 }
 
 #[tokio::main]
@@ -208,114 +312,182 @@ async fn main() -> Result<(), BoxError> {
             Arc::new(Fixture::start(row, c.users, dir.path()).await?),
         ));
     }
-    let mut results = Vec::new();
+    let mut passes = Vec::new();
+    for pass in 0..c.passes {
+        eprintln!("pass {} of {}", pass + 1, c.passes);
+        passes.push(run_pass(&c, &fixtures).await?);
+    }
+    let mut cells = Vec::new();
     for &size in &c.sizes {
         let payload = Bytes::from(vec![0xa5u8; size]);
-        let total = requests_for(&c, size);
-        let per_round = (total / c.rounds).max(1);
-        let mut samples: Vec<Sample> = vec![Sample::default(); fixtures.len()];
-        // Warm-up, then rounds that visit every row in turn (rotating the
-        // order each round) so that drift hits all rows alike.
-        for (_, fx) in &fixtures {
-            run_batch(fx, c.users, c.users * 4, &payload, &mut Sample::default()).await?;
-        }
-        for round in 0..c.rounds {
-            for k in 0..fixtures.len() {
-                let i = (k + round) % fixtures.len();
-                run_batch(
-                    &fixtures[i].1,
-                    c.users,
-                    per_round,
-                    &payload,
-                    &mut samples[i],
-                )
-                .await?;
-            }
-        }
-        for ((row, fx), mut sample) in fixtures.iter().zip(samples) {
+        for (row, fx) in &fixtures {
+            let total = requests_for(&c, size);
             let (allocs, alloc_bytes) =
                 alloc_cost(fx, c.alloc_requests.min(total.max(1)), &payload).await?;
-            results.push(Result1 {
-                row: *row,
-                size,
-                summary: sample.summary(),
-                allocs,
-                alloc_bytes,
-            });
+            cells.push(cell(*row, size, &passes, allocs, alloc_bytes));
         }
-        eprintln!("size {size}: done");
     }
     for (_, fx) in fixtures {
         if let Ok(fx) = Arc::try_unwrap(fx) {
             fx.stop().await;
         }
     }
-    report(&c, &results);
+    let table = to_json(&c, &cells);
+    if let Some(path) = &c.json {
+        std::fs::write(path, serde_json::to_string_pretty(&table)?)?;
+        eprintln!("wrote {path}");
+    }
+    report(&c, &cells);
+    if let Some(old) = &c.compare {
+        let old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(old)?)?;
+        compare(&old, &table);
+    }
     Ok(())
 }
 
-fn report(c: &Config, results: &[Result1]) {
-    let floor = |size: usize| {
-        results
-            .iter()
-            .find(|r| r.row == Row::Floor && r.size == size)
-            .map(|r| r.summary.rps)
+/// The cell of `row` at `size`, from every pass.
+fn cell(row: Row, size: usize, passes: &[Vec<Measured>], allocs: f64, alloc_bytes: f64) -> Cell {
+    let mut c = Cell {
+        row,
+        size,
+        requests: 0,
+        rps: Vec::new(),
+        p50_us: Vec::new(),
+        p99_us: Vec::new(),
+        vs_floor: Vec::new(),
+        vs_tarpc: Vec::new(),
+        vs_tonic: Vec::new(),
+        allocs,
+        alloc_bytes,
     };
-    let tonic = |size: usize| {
-        results
-            .iter()
-            .find(|r| r.row == Row::Tonic && r.size == size)
-            .map(|r| r.summary.rps)
-    };
-    if c.json {
-        let rows: Vec<String> = results
-            .iter()
-            .map(|r| {
-                let s = &r.summary;
-                format!(
-                    "{{\"row\":\"{}\",\"size\":{},\"requests\":{},\"rps\":{:.1},\"min_us\":{:.1},\"avg_us\":{:.1},\"p50_us\":{:.1},\"p99_us\":{:.1},\"max_us\":{:.1},\"vs_floor\":{},\"vs_tonic\":{},\"allocs_per_req\":{:.2},\"bytes_per_req\":{:.0}}}",
-                    r.row.name(), r.size, s.requests, s.rps, s.min_us, s.avg_us, s.p50_us, s.p99_us, s.max_us,
-                    floor(r.size).map_or("null".into(), |f| format!("{:.3}", s.rps / f)),
-                    tonic(r.size).map_or("null".into(), |t| format!("{:.3}", s.rps / t)),
-                    r.allocs, r.alloc_bytes
-                )
-            })
-            .collect();
-        println!(
-            "{{\"users\":{},\"rounds\":{},\"results\":[{}]}}",
-            c.users,
-            c.rounds,
-            rows.join(",")
-        );
-        return;
+    for pass in passes {
+        let rps_of = |r: Row| {
+            pass.iter()
+                .find(|m| m.row == r && m.size == size)
+                .map(|m| m.summary.rps)
+        };
+        let Some(m) = pass.iter().find(|m| m.row == row && m.size == size) else {
+            continue;
+        };
+        c.requests += m.summary.requests;
+        c.rps.push(m.summary.rps);
+        c.p50_us.push(m.summary.p50_us);
+        c.p99_us.push(m.summary.p99_us);
+        // The floor of a pass is the faster of the two.
+        let floor = [rps_of(Row::Floor), rps_of(Row::FloorStd)]
+            .into_iter()
+            .flatten()
+            .reduce(f64::max);
+        if let Some(f) = floor {
+            c.vs_floor.push(m.summary.rps / f);
+        }
+        if let Some(t) = rps_of(Row::Tarpc) {
+            c.vs_tarpc.push(m.summary.rps / t);
+        }
+        if let Some(t) = rps_of(Row::Tonic) {
+            c.vs_tonic.push(m.summary.rps / t);
+        }
     }
+    c
+}
+
+fn to_json(c: &Config, cells: &[Cell]) -> serde_json::Value {
+    let cells: Vec<serde_json::Value> = cells
+        .iter()
+        .map(|x| {
+            serde_json::json!({
+                "row": x.row.name(),
+                "size": x.size,
+                "requests": x.requests,
+                "rps": median(&x.rps),
+                "p50_us": median(&x.p50_us),
+                "p99_us": median(&x.p99_us),
+                "vs_floor": median(&x.vs_floor),
+                "vs_tarpc": median(&x.vs_tarpc),
+                "vs_tonic": median(&x.vs_tonic),
+                "vs_floor_range": range(&x.vs_floor).map(|(a, b)| [a, b]),
+                "passes": {
+                    "rps": x.rps,
+                    "vs_floor": x.vs_floor,
+                    "vs_tarpc": x.vs_tarpc,
+                    "vs_tonic": x.vs_tonic,
+                },
+                "allocs_per_req": x.allocs,
+                "bytes_per_req": x.alloc_bytes,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "users": c.users,
+        "passes": c.passes,
+        "rounds": c.rounds,
+        "requests": c.requests,
+        "big_requests": c.big_requests,
+        "cells": cells,
+    })
+}
+
+fn report(c: &Config, cells: &[Cell]) {
     println!(
-        "users {}, {} requests per size ({} at >= 1 MB), {} interleaved rounds; allocations with 1 user, client + server",
-        c.users, c.requests, c.big_requests, c.rounds
+        "users {}, {} requests per size ({} at >= 1 MB) in each of {} passes of {} interleaved rounds; \
+medians over the passes (× floor: median of per-pass ratios to the faster floor, range in brackets); \
+allocations with 1 user, client + server",
+        c.users, c.requests, c.big_requests, c.passes, c.rounds
     );
     println!(
-        "| row | size | requests | rps | min µs | avg µs | p50 µs | p99 µs | max µs | × floor | × tonic | allocs/req | bytes/req |"
+        "| row | size | rps | p50 µs | p99 µs | × floor | × tarpc | × tonic | allocs/req | bytes/req |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    for r in results {
-        let s = &r.summary;
-        let ratio =
-            |base: Option<f64>| base.map_or("-".to_owned(), |b| format!("{:.2}", s.rps / b));
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let f = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |x| format!("{x:.digits$}"));
+    for x in cells {
+        let floor = match (median(&x.vs_floor), range(&x.vs_floor)) {
+            (Some(m), Some((lo, hi))) if c.passes > 1 => format!("{m:.2} ({lo:.2}–{hi:.2})"),
+            (m, _) => f(m, 2),
+        };
         println!(
-            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {} | {} | {:.1} | {:.0} |",
-            r.row.name(),
-            r.size,
-            s.requests,
-            s.rps,
-            s.min_us,
-            s.avg_us,
-            s.p50_us,
-            s.p99_us,
-            s.max_us,
-            ratio(floor(r.size)),
-            ratio(tonic(r.size)),
-            r.allocs,
-            r.alloc_bytes
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {:.0} |",
+            x.row.name(),
+            x.size,
+            f(median(&x.rps), 0),
+            f(median(&x.p50_us), 0),
+            f(median(&x.p99_us), 0),
+            floor,
+            f(median(&x.vs_tarpc), 2),
+            f(median(&x.vs_tonic), 2),
+            x.allocs,
+            x.alloc_bytes
+        );
+    }
+}
+
+/// Prints, per cell present in both, the change from an earlier `--json`
+/// run to this one.
+fn compare(old: &serde_json::Value, new: &serde_json::Value) {
+    let cells = |v: &serde_json::Value| v["cells"].as_array().cloned().unwrap_or_default();
+    let old_cells = cells(old);
+    println!();
+    println!("| row | size | rps old → new | change | × floor old → new |");
+    println!("|---|---:|---:|---:|---:|");
+    for n in cells(new) {
+        let Some(o) = old_cells
+            .iter()
+            .find(|o| o["row"] == n["row"] && o["size"] == n["size"])
+        else {
+            continue;
+        };
+        let num = |v: &serde_json::Value, k: &str| v[k].as_f64();
+        let (Some(ro), Some(rn)) = (num(o, "rps"), num(&n, "rps")) else {
+            continue;
+        };
+        let floor = match (num(o, "vs_floor"), num(&n, "vs_floor")) {
+            (Some(a), Some(b)) => format!("{a:.2} → {b:.2}"),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "| {} | {} | {ro:.0} → {rn:.0} | {:+.1} % | {floor} |",
+            n["row"].as_str().unwrap_or("?"),
+            n["size"],
+            (rn / ro - 1.0) * 100.0,
         );
     }
 }
