@@ -74,10 +74,16 @@ pub(crate) fn take_inherited_socket(n: RawFd) -> io::Result<OwnedFd> {
             "negative descriptor",
         ));
     }
-    // SAFETY: fcntl(F_GETFD) on an arbitrary number is harmless: it fails
-    // with EBADF if `n` is not open. We only borrow it for these checks.
+    // First whether `n` is open at all: a BorrowedFd may only be made of an
+    // open descriptor.
+    // SAFETY: fcntl(F_GETFD) takes no pointers and is defined for any
+    // integer: it fails with EBADF if `n` is not an open descriptor.
+    if unsafe { libc::fcntl(n, libc::F_GETFD) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `n` is open (just checked), and nothing in this process closes
+    // it while this function borrows it: the plugin layer takes it once.
     let borrowed = unsafe { BorrowedFd::borrow_raw(n) };
-    fcntl(borrowed, FcntlArg::F_GETFD)?;
     let st = super::fs::stat_fd(borrowed)?;
     if !st.is_socket() {
         return Err(io::Error::new(
