@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
-use uds::frame::{FrameError, FrameReader, MAX_HEADER_LEN, encode_header};
+use uds::frame::__wire::{MAX_HEADER_LEN, encode_header};
+use uds::frame::{FrameError, FrameReader};
 use uds::rpc::{CallOptions, Client, Envelope, RpcError, Server, ServerBuilder};
 use uds_tests::{Steady, envelope_frame, panics_so_far, rss_kib};
 

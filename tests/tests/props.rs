@@ -15,10 +15,8 @@ use proptest::prelude::*;
 use prost::Message;
 use tokio::io::{AsyncRead, ReadBuf};
 use uds::codec::{Decode, Json, Proto};
-use uds::frame::{
-    FrameConfig, FrameDecoder, FrameError, FrameReader, FrameWriter, MAX_HEADER_LEN, decode_header,
-    encode_header, put_frame,
-};
+use uds::frame::__wire::{FrameDecoder, MAX_HEADER_LEN, decode_header, encode_header, put_frame};
+use uds::frame::{FrameConfig, FrameError, FrameReader, FrameWriter};
 use uds::rpc::Envelope;
 
 /// Cases per property: the whole file runs in about a second in debug.
@@ -156,7 +154,7 @@ proptest! {
         writer.flush().now_or_never().unwrap().unwrap();
         prop_assert_eq!(&writer.get_ref()[..], &wire[..]);
 
-        let config = FrameConfig { max_frame_len: 64 * 1024, frame_timeout: None };
+        let config = FrameConfig::default().max_frame_len(64 * 1024).frame_timeout(None);
         let mut reader = FrameReader::with_config(PieceReader::new(&wire, &sizes), config);
         prop_assert_eq!(read_all(&mut reader).unwrap(), bodies);
     }
@@ -281,7 +279,7 @@ proptest! {
         max in prop_oneof![Just(0usize), 1usize..300, Just(64 * 1024), Just(usize::MAX)],
     ) {
         let (want, end) = decode_in_pieces(&data, &[], max);
-        let config = FrameConfig { max_frame_len: max, frame_timeout: None };
+        let config = FrameConfig::default().max_frame_len(max).frame_timeout(None);
         let mut reader = FrameReader::with_config(PieceReader::new(&data, &sizes), config);
         let mut got = Vec::new();
         let got_end = loop {

@@ -56,6 +56,7 @@ impl<E> From<RpcError> for CallError<E> {
 /// ([`ServerStream::iter`]), or as a bounded channel whose sender you feed
 /// from a task ([`ServerStream::channel`]): a slow client then makes
 /// `send` wait, so memory stays bounded.
+#[must_use = "a ServerStream sends nothing unless the method returns it"]
 pub struct ServerStream<T> {
     inner: Pin<Box<dyn Stream<Item = T> + Send>>,
 }
@@ -86,6 +87,7 @@ impl<T: Send + 'static> ServerStream<T> {
     /// A bounded channel: items sent on the sender are streamed; the stream
     /// ends when the sender is dropped. `send` waits while `capacity` items
     /// are queued, and fails once the client has gone.
+    #[must_use = "the stream ends at once if the sender is dropped, and sends nothing if the stream is"]
     pub fn channel(capacity: usize) -> (tokio::sync::mpsc::Sender<T>, Self) {
         let (tx, mut rx) = tokio::sync::mpsc::channel(capacity.max(1));
         let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
@@ -104,6 +106,7 @@ impl<T> Stream for ServerStream<T> {
 /// The client's side of a server-streaming method: a `Stream` of decoded
 /// items, ending with `None`, or with an error as its last item. Dropping it
 /// cancels the stream on the server.
+#[must_use = "dropping a ClientStream cancels the stream on the server"]
 pub struct ClientStream<T> {
     inner: RpcStream,
     decode: fn(Bytes) -> Result<T, CodecError>,

@@ -1,6 +1,7 @@
 //! The length header and the synchronous decoder: the one implementation of
 //! frame parsing, used by [`FrameReader`](super::FrameReader) on every
-//! frame and by the fuzz and property tests.
+//! frame and, through [`__wire`](super::__wire), by the fuzz and property
+//! tests.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
@@ -12,6 +13,7 @@ pub const MAX_HEADER_LEN: usize = 10;
 /// Writes the header for a body of `len` bytes into `out`; returns how many
 /// bytes it took (1 to [`MAX_HEADER_LEN`]).
 #[inline]
+#[must_use]
 pub fn encode_header(len: usize, out: &mut [u8; MAX_HEADER_LEN]) -> usize {
     // Zigzag of a non-negative i64 is 2n; lengths are far below 2^63.
     let mut v = (len as u64) << 1;

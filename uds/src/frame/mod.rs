@@ -30,6 +30,10 @@
 //! - `reader`: [`FrameReader`], which parses with that decoder;
 //! - `writer`: [`FrameWriter`];
 //! - `spares`: reuse of large-body allocations by the reader.
+//!
+//! The wire-level functions (header encoding and decoding, the synchronous
+//! decoder) are in [`__wire`], hidden: they are for the fuzz and property
+//! tests, not a stable API.
 
 use std::io;
 use std::time::Duration;
@@ -39,9 +43,18 @@ mod reader;
 mod spares;
 mod writer;
 
-pub use header::{FrameDecoder, MAX_HEADER_LEN, decode_header, encode_header, put_frame};
+pub(crate) use header::{MAX_HEADER_LEN, encode_header};
 pub use reader::FrameReader;
 pub use writer::FrameWriter;
+
+/// Wire internals, public for the fuzz targets, the property tests and the
+/// benchmarks only. Not a stable API: it changes without notice.
+#[doc(hidden)]
+pub mod __wire {
+    pub use super::header::{
+        FrameDecoder, MAX_HEADER_LEN, decode_header, encode_header, put_frame,
+    };
+}
 
 /// Default largest frame body accepted: 16 MiB. The Go package has no limit.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
@@ -105,7 +118,20 @@ pub enum FrameError {
 }
 
 /// Limits applied while reading frames.
+///
+/// Built from [`FrameConfig::default`] and its setters (the fields can be
+/// read, and more may be added):
+///
+/// ```
+/// use std::time::Duration;
+/// use uds::frame::FrameConfig;
+/// let config = FrameConfig::default()
+///     .max_frame_len(1 << 20)
+///     .frame_timeout(Some(Duration::from_secs(2)));
+/// assert_eq!(config.max_frame_len, 1 << 20);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct FrameConfig {
     /// Largest body accepted, in bytes (default [`DEFAULT_MAX_FRAME_LEN`]).
     pub max_frame_len: usize,
@@ -120,5 +146,22 @@ impl Default for FrameConfig {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             frame_timeout: Some(DEFAULT_FRAME_TIMEOUT),
         }
+    }
+}
+
+impl FrameConfig {
+    /// Sets the largest body accepted, in bytes.
+    #[must_use]
+    pub const fn max_frame_len(mut self, max: usize) -> Self {
+        self.max_frame_len = max;
+        self
+    }
+
+    /// Sets the time a frame may take to arrive once started; `None` waits
+    /// forever.
+    #[must_use]
+    pub const fn frame_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.frame_timeout = timeout;
+        self
     }
 }

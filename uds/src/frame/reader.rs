@@ -84,7 +84,7 @@ impl LargeBody {
 /// 256 KiB ahead of them), never to a length a header merely declares.
 ///
 /// Headers are parsed, and small frames split off, by the same code as the
-/// synchronous decoder ([`FrameDecoder`](super::FrameDecoder)) that the fuzz and
+/// synchronous decoder (`frame::__wire::FrameDecoder`) that the fuzz and
 /// property tests drive.
 #[derive(Debug)]
 pub struct FrameReader<R> {
