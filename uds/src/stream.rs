@@ -30,6 +30,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::codec::CodecError;
+#[cfg(feature = "json")]
+use crate::codec::Json;
+#[cfg(feature = "proto")]
+use crate::codec::{Decode, Proto};
 use crate::cred::Cred;
 use crate::frame::{FrameConfig, FrameError, FrameReader, FrameWriter};
 use crate::net::Conn;
@@ -53,15 +57,37 @@ pub enum StreamError {
     /// A value could not be encoded or decoded.
     #[error("stream value: {0}")]
     Codec(#[from] CodecError),
-    /// The peer broke the stream protocol.
+    /// The peer broke the stream protocol (the source says how).
     #[error("stream protocol error: {0}")]
-    Protocol(String),
+    Protocol(#[source] ProtocolError),
     /// The connection ended before the peer closed the stream.
     #[error("the peer went away without closing the stream")]
     PeerGone,
     /// The close handshake did not complete in time.
     #[error("the peer did not finish the close handshake within {0:?}")]
     CloseTimeout(Duration),
+}
+
+/// How a peer broke the [`ProtoStream`] protocol: the source of
+/// [`StreamError::Protocol`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A data frame after the peer's own close.
+    #[error("data after the peer's close")]
+    DataAfterClose,
+    /// More than [`MAX_CLOSE_BACKLOG`] bytes of messages after our close.
+    #[error("the peer kept sending after our close")]
+    KeptSendingAfterClose,
+    /// A close-ack although we never sent a close.
+    #[error("close-ack for a close that was never sent")]
+    UnexpectedCloseAck,
+    /// A frame whose type byte is not data, close or close-ack.
+    #[error("unknown frame type {0}")]
+    UnknownFrameType(u8),
+    /// A frame with no type byte.
+    #[error("empty frame")]
+    EmptyFrame,
 }
 
 fn split(
@@ -119,7 +145,7 @@ impl<S: serde::Serialize, R: serde::de::DeserializeOwned> JsonStream<S, R> {
     /// Sends one value (one frame).
     pub async fn send(&mut self, value: &S) -> Result<(), StreamError> {
         self.buf.clear();
-        serde_json::to_writer(&mut self.buf, value).map_err(|e| CodecError::Json(e.to_string()))?;
+        Json::encode_into(value, &mut self.buf)?;
         self.writer.write_frame(&self.buf).await?;
         Ok(())
     }
@@ -128,9 +154,8 @@ impl<S: serde::Serialize, R: serde::de::DeserializeOwned> JsonStream<S, R> {
     pub async fn recv(&mut self) -> Result<Option<R>, StreamError> {
         match self.reader.read_frame().await? {
             None => Ok(None),
-            Some(frame) => serde_json::from_slice(&frame)
-                .map(Some)
-                .map_err(|e| CodecError::Json(e.to_string()).into()),
+            // An empty frame is an error, not `null`, as the Go reader has it.
+            Some(frame) => Ok(Some(Json::decode_exact(&frame)?)),
         }
     }
 
@@ -209,8 +234,7 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
         // `close` consumes the stream: sending after it cannot compile.
         self.buf.clear();
         self.buf.push(TYPE_DATA);
-        msg.encode(&mut self.buf)
-            .map_err(|e| CodecError::Proto(e.to_string()))?;
+        Proto::encode_into(msg, &mut self.buf)?;
         self.writer.write_frame(&self.buf).await?;
         Ok(())
     }
@@ -254,7 +278,7 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
                         backlog += msg.encoded_len();
                         if backlog > MAX_CLOSE_BACKLOG {
                             return Err(StreamError::Protocol(
-                                "the peer kept sending after our close".into(),
+                                ProtocolError::KeptSendingAfterClose,
                             ));
                         }
                         rest.push(msg);
@@ -281,10 +305,9 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
         };
         match frame.first() {
             Some(&TYPE_DATA) => {
-                let msg =
-                    R::decode(frame.slice(1..)).map_err(|e| CodecError::Proto(e.to_string()))?;
+                let msg = <Proto as Decode<R>>::decode(frame.slice(1..))?;
                 if self.got_close {
-                    return Err(StreamError::Protocol("data after the peer's close".into()));
+                    return Err(StreamError::Protocol(ProtocolError::DataAfterClose));
                 }
                 Ok(Event::Data(msg))
             }
@@ -300,11 +323,11 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
                 self.got_ack = true;
                 Ok(Event::Acked)
             }
-            Some(&TYPE_CLOSE_ACK) => Err(StreamError::Protocol(
-                "close-ack for a close that was never sent".into(),
-            )),
-            Some(other) => Err(StreamError::Protocol(format!("unknown frame type {other}"))),
-            None => Err(StreamError::Protocol("empty frame".into())),
+            Some(&TYPE_CLOSE_ACK) => Err(StreamError::Protocol(ProtocolError::UnexpectedCloseAck)),
+            Some(&other) => Err(StreamError::Protocol(ProtocolError::UnknownFrameType(
+                other,
+            ))),
+            None => Err(StreamError::Protocol(ProtocolError::EmptyFrame)),
         }
     }
 }
