@@ -8,17 +8,21 @@
 //!
 //! # Layers
 //!
-//! | module | owns |
-//! |---|---|
-//! | [`cred`] | [`Cred`]: a peer's pid/uid/gid, read from the kernel |
-//! | [`auth`] | [`auth::Policy`]: who may connect (default: same user) |
-//! | [`net`] | [`net::Listener`], [`net::connect`], [`net::pair`], [`net::Conn`] |
-//! | [`frame`] | the length-prefixed chunk framing, with size and time limits |
-//! | [`rpc`] | the multiplexed RPC: [`rpc::Client`], [`rpc::Server`], deadlines, cancellation |
-//! | [`codec`] | JSON (feature `json`) and protobuf (feature `proto`) encoding of values |
-//! | [`stream`] | typed streams of JSON or protobuf values over one connection |
-//! | [`service`](mod@service), [`macro@service`] | `#[uds::service]`: typed clients and servers from a trait |
-//! | [`plugin`] | plugin processes: spawn on an inherited socketpair, handshake, supervise, stop; the plugin's one-line `serve` |
+//! Bottom up: each module uses only the ones above it in this table (its
+//! "uses" column is exact; `sys` is the private OS layer). `frame` and
+//! `codec` are leaves: neither uses another module of the crate.
+//!
+//! | module | owns | uses |
+//! |---|---|---|
+//! | [`cred`] | [`Cred`]: a peer's pid/uid/gid, read from the kernel | `sys` |
+//! | [`auth`] | [`auth::Policy`]: who may connect (default: same user) | `cred`, `sys` |
+//! | [`net`] | [`net::Listener`], [`net::connect`], [`net::pair`], [`net::Conn`] | `auth`, `cred`, `sys` |
+//! | [`frame`] | the length-prefixed chunk framing, with size and time limits | — |
+//! | [`codec`] | JSON (feature `json`) and protobuf (feature `proto`) encoding of values | — |
+//! | [`rpc`] | the multiplexed RPC: [`rpc::Client`], [`rpc::Server`], deadlines, cancellation | `net`, `frame`, `codec`, `cred`, `sys` |
+//! | [`stream`] | typed streams of JSON or protobuf values over one connection | `net`, `frame`, `codec`, `cred` |
+//! | [`service`](mod@service), [`macro@service`] | `#[uds::service]`: typed clients and servers from a trait | `rpc`, `codec` |
+//! | [`plugin`] | plugin processes: spawn on an inherited socketpair, handshake, supervise, stop; the plugin's one-line `serve` | `rpc`, `net`, `cred`, `sys` |
 //!
 //! For a host running plugins, start with [`plugin`]: its docs show the
 //! trait, the plugin's `main` and the host in a few lines.
