@@ -41,6 +41,7 @@ enum Rule {
 /// Why a peer was refused; produced by [`Policy::check`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("peer {peer} denied: {reason}")]
+#[non_exhaustive]
 pub struct Denied {
     /// The peer's credentials.
     pub peer: Cred,

@@ -14,12 +14,19 @@ use crate::rpc::{RpcError, RpcStream};
 
 /// The error of a generated client method whose trait method returns
 /// `Result<T, E>`: the server's application error `E`, or a transport error.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its `Display` is the inner error's; so is its `source()` for
+/// [`CallError::Rpc`] (transparent). An `App(E)` has no source: `E` is the
+/// method's own error value, which need not be an `Error`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum CallError<E> {
     /// The method ran and returned `Err(E)`.
+    #[error("{0}")]
     App(E),
     /// The call itself failed (connection, deadline, decoding, ...).
-    Rpc(RpcError),
+    #[error(transparent)]
+    Rpc(#[from] RpcError),
 }
 
 impl<E> CallError<E> {
@@ -29,23 +36,6 @@ impl<E> CallError<E> {
             CallError::App(e) => Some(e),
             CallError::Rpc(_) => None,
         }
-    }
-}
-
-impl<E: fmt::Display> fmt::Display for CallError<E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            CallError::App(e) => write!(f, "{e}"),
-            CallError::Rpc(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl<E: fmt::Debug + fmt::Display> std::error::Error for CallError<E> {}
-
-impl<E> From<RpcError> for CallError<E> {
-    fn from(e: RpcError) -> Self {
-        CallError::Rpc(e)
     }
 }
 
