@@ -21,7 +21,7 @@
 //! | [`codec`] | JSON (feature `json`) and protobuf (feature `proto`) encoding of values | — |
 //! | [`rpc`] | the multiplexed RPC: [`rpc::Client`], [`rpc::Server`], deadlines, cancellation | `net`, `frame`, `codec`, `cred`, `sys` |
 //! | [`stream`] | typed streams of JSON or protobuf values over one connection | `net`, `frame`, `codec`, `cred` |
-//! | [`service`](mod@service), [`macro@service`] | `#[uds::service]`: typed clients and servers from a trait | `rpc`, `codec` |
+//! | [`macro@service`], [`CallError`], [`ServerStream`], [`ClientStream`] | `#[uds::service]`: typed clients and servers from a trait (the private `service` module) | `rpc`, `codec` |
 //! | [`plugin`] | plugin processes: spawn on an inherited socketpair, handshake, supervise, stop; the plugin's one-line `serve` | `rpc`, `net`, `cred`, `sys` |
 //!
 //! For a host running plugins, start with [`plugin`]: its docs show the
@@ -99,7 +99,7 @@ mod log_limit;
 pub mod net;
 pub mod plugin;
 pub mod rpc;
-pub mod service;
+mod service;
 #[cfg(any(feature = "json", feature = "proto"))]
 pub mod stream;
 mod sys;
@@ -193,8 +193,10 @@ pub use service::{CallError, ClientStream, ServerStream};
 ///   `METHODS` with the wire names.
 pub use uds_macros::service;
 
+// The module's version (01 for uds 0.1) is part of its name: see the file.
 #[doc(hidden)]
-pub use service::__private;
+#[path = "private.rs"]
+pub mod __private01;
 
 /// The README's code blocks, compiled and run as doc tests so that every
 /// snippet there works as written.

@@ -7,7 +7,7 @@
 //! The decoder checks the declared length before allocating anything: a
 //! negative length, an overflowing varint or a length over the configured
 //! maximum is a [`FrameError`], and the connection should be closed. Bodies
-//! are handed out as [`Bytes`] split off a reused read buffer, without a
+//! are handed out as [`Bytes`](bytes::Bytes) split off a reused read buffer, without a
 //! copy.
 //!
 //! ```
