@@ -94,6 +94,11 @@ impl Policy {
     }
 
     /// Decides on `peer`.
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`], with the peer and the policy it failed, if no rule of
+    /// the policy allows it.
     pub fn check(&self, peer: &Cred) -> Result<(), Denied> {
         if self.allows(peer) {
             Ok(())

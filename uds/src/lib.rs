@@ -91,16 +91,21 @@
 // No panics on anything a peer controls: unwrap/expect are banned outside tests.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+#[warn(clippy::missing_errors_doc)]
 pub mod auth;
+#[warn(clippy::missing_errors_doc)]
 pub mod codec;
 pub mod cred;
+#[warn(clippy::missing_errors_doc)]
 pub mod frame;
 mod log_limit;
 pub mod net;
 pub mod plugin;
 pub mod rpc;
+#[warn(clippy::missing_errors_doc)]
 mod service;
 #[cfg(any(feature = "json", feature = "proto"))]
+#[warn(clippy::missing_errors_doc)]
 pub mod stream;
 mod sys;
 
@@ -195,6 +200,7 @@ pub use uds_macros::service;
 
 // The module's version (01 for uds 0.1) is part of its name: see the file.
 #[doc(hidden)]
+#[warn(clippy::missing_errors_doc)]
 #[path = "private.rs"]
 pub mod __private01;
 

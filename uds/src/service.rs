@@ -120,6 +120,11 @@ impl<T> ClientStream<T> {
     }
 
     /// The next item; `None` at the end.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an item that arrives after the future is dropped is
+    /// returned by the next call.
     pub async fn next_item(&mut self) -> Option<Result<T, RpcError>> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }

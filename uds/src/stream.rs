@@ -143,6 +143,16 @@ impl<S: serde::Serialize, R: serde::de::DeserializeOwned> JsonStream<S, R> {
     }
 
     /// Sends one value (one frame).
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Codec`] if `value` does not serialize (nothing is
+    /// sent), [`StreamError::Frame`] if the write fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped midway, it may leave part of a frame on the
+    /// connection, and every later `send` fails rather than corrupt it.
     pub async fn send(&mut self, value: &S) -> Result<(), StreamError> {
         self.buf.clear();
         Json::encode_into(value, &mut self.buf)?;
@@ -151,6 +161,21 @@ impl<S: serde::Serialize, R: serde::de::DeserializeOwned> JsonStream<S, R> {
     }
 
     /// Receives the next value; `None` when the peer has closed.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Frame`] if reading fails or the framing is broken,
+    /// [`StreamError::Codec`] if a frame is not the JSON of an `R` (the
+    /// stream goes on: the next `recv` reads the next frame).
+    ///
+    /// # Panics
+    ///
+    /// If the tokio runtime has no time driver and a frame timeout is set
+    /// (the default), as [`FrameReader::read_frame`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a partly read frame stays buffered for the next call.
     pub async fn recv(&mut self) -> Result<Option<R>, StreamError> {
         match self.reader.read_frame().await? {
             None => Ok(None),
@@ -160,6 +185,14 @@ impl<S: serde::Serialize, R: serde::de::DeserializeOwned> JsonStream<S, R> {
     }
 
     /// Ends sending (the peer's `recv` returns `None`); receiving goes on.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Frame`] if the shutdown fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: call it again.
     pub async fn close(&mut self) -> Result<(), StreamError> {
         self.writer
             .get_mut()
@@ -230,6 +263,16 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
     }
 
     /// Sends one message.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Codec`] if `msg` does not encode (nothing is sent),
+    /// [`StreamError::Frame`] if the write fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped midway, it may leave part of a frame on the
+    /// connection, and every later write fails rather than corrupt it.
     pub async fn send(&mut self, msg: &S) -> Result<(), StreamError> {
         // `close` consumes the stream: sending after it cannot compile.
         self.buf.clear();
@@ -242,9 +285,25 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
     /// Receives the next message; `None` once the peer has closed its side
     /// (its close is acknowledged at once).
     ///
-    /// Not cancel safe across the peer's close: a `recv` dropped while it
-    /// writes the acknowledgement leaves the stream unusable (later calls
-    /// fail rather than corrupt the framing).
+    /// # Errors
+    ///
+    /// [`StreamError::PeerGone`] if the connection ends without the peer's
+    /// close, [`StreamError::Protocol`] if the peer breaks the protocol
+    /// (a frame of unknown type, a stray close-ack, data after its close),
+    /// [`StreamError::Codec`] if a message does not decode, and
+    /// [`StreamError::Frame`] if reading or writing the ack fails.
+    ///
+    /// # Panics
+    ///
+    /// If the tokio runtime has no time driver and a frame timeout is set
+    /// (the default), as [`FrameReader::read_frame`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe while waiting for a frame, but not across the peer's
+    /// close: a `recv` dropped while it writes the acknowledgement leaves
+    /// the stream unusable (later calls fail rather than corrupt the
+    /// framing).
     pub async fn recv(&mut self) -> Result<Option<R>, StreamError> {
         if self.got_close {
             return Ok(None);
@@ -263,6 +322,23 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
     /// waits until both have happened. Messages the peer sent meanwhile are
     /// returned, not dropped (up to [`MAX_CLOSE_BACKLOG`] bytes; more is a
     /// protocol error). The connection is then shut down.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::CloseTimeout`] if the handshake does not finish
+    /// within the [`close_timeout`](Self::close_timeout), and the errors of
+    /// [`recv`](Self::recv) (`PeerGone` only if the peer neither closed
+    /// nor acknowledged before hanging up).
+    ///
+    /// # Panics
+    ///
+    /// If the tokio runtime it runs on has no time driver (the close
+    /// timeout is a tokio timer).
+    ///
+    /// # Cancel safety
+    ///
+    /// It consumes the stream: dropped midway, the handshake is abandoned
+    /// and the connection closed, as if the stream had been dropped.
     pub async fn close(mut self) -> Result<Vec<R>, StreamError> {
         let limit = self.close_timeout;
         let mut rest = Vec::new();
