@@ -115,7 +115,8 @@ pub use service::{CallError, ClientStream, ServerStream};
 /// Turns a trait into an RPC service: a typed client `{Trait}Client` and a
 /// server `{Trait}Server` for any implementation.
 ///
-/// ```
+#[cfg_attr(feature = "json", doc = "```")]
+#[cfg_attr(not(feature = "json"), doc = "```ignore")]
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use uds::{CallError, Context, ServerStream};
 /// use futures_util::StreamExt;
@@ -205,7 +206,7 @@ pub use uds_macros::service;
 pub mod __private01;
 
 /// The README's code blocks, compiled and run as doc tests so that every
-/// snippet there works as written.
-#[cfg(doctest)]
+/// snippet there works as written (they use the `json` feature).
+#[cfg(all(doctest, feature = "json"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

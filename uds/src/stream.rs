@@ -10,7 +10,8 @@
 //!   leaks (the Go side that sees the peer's close first stops reading and
 //!   waits forever for its ack).
 //!
-//! ```
+#![cfg_attr(feature = "json", doc = "```")]
+#![cfg_attr(not(feature = "json"), doc = "```ignore")]
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use uds::stream::JsonStream;
 //! let (a, b) = uds::net::pair()?;
