@@ -12,7 +12,7 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use uds::frame::{FrameDecoder, put_frame};
+use uds::frame::__wire::{FrameDecoder, put_frame};
 use uds::rpc::Envelope;
 
 fn bench(name: &str, iters: u32, mut f: impl FnMut()) {

@@ -21,10 +21,8 @@ use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncRead, ReadBuf};
-use uds::frame::{
-    FrameConfig, FrameDecoder, FrameError, FrameReader, MAX_HEADER_LEN, decode_header,
-    encode_header, put_frame,
-};
+use uds::frame::__wire::{FrameDecoder, MAX_HEADER_LEN, decode_header, encode_header, put_frame};
+use uds::frame::{FrameConfig, FrameError, FrameReader};
 use uds_fuzz::{End, frames_oneshot, limit, pieces};
 
 /// Largest read buffer the reader may hold for an input of at most a few
@@ -150,10 +148,9 @@ fn read_in_pieces(
         pieces: parts.iter().map(|p| p.to_vec()).collect(),
         pend: true,
     };
-    let config = FrameConfig {
-        max_frame_len: max,
-        frame_timeout: None,
-    };
+    let config = FrameConfig::default()
+        .max_frame_len(max)
+        .frame_timeout(None);
     let mut reader = FrameReader::with_config(reader, config);
     let mut got = Vec::new();
     let got_end = loop {

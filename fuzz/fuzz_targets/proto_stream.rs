@@ -162,10 +162,9 @@ fuzz_target!(|data: &[u8]| {
 
     runtime().block_on(async {
         let (ours, peer) = uds::net::pair().expect("socket pair");
-        let config = FrameConfig {
-            max_frame_len: max,
-            frame_timeout: Some(Duration::from_secs(5)),
-        };
+        let config = FrameConfig::default()
+            .max_frame_len(max)
+            .frame_timeout(Some(Duration::from_secs(5)));
         let mut stream: ProtoStream<Item, Item> =
             ProtoStream::with_config(ours, config).close_timeout(Duration::from_secs(5));
         let (peer, _) = peer.into_parts();

@@ -24,7 +24,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use uds::frame::FrameDecoder;
+use uds::frame::__wire::FrameDecoder;
 use uds::rpc::{Envelope, HandlerError, Server};
 use uds_fuzz::{End, frames_oneshot, ignore_sigpipe, runtime};
 

@@ -5,7 +5,8 @@
 use std::sync::{Once, OnceLock};
 
 use bytes::{Bytes, BytesMut};
-use uds::frame::{DEFAULT_MAX_FRAME_LEN, FrameDecoder, MAX_HEADER_LEN, decode_header};
+use uds::frame::DEFAULT_MAX_FRAME_LEN;
+use uds::frame::__wire::{FrameDecoder, MAX_HEADER_LEN, decode_header};
 
 /// Frame limits a target picks from with one input byte: small ones so that
 /// short inputs reach the over-limit paths, and the default.

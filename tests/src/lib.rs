@@ -130,7 +130,7 @@ pub fn envelope_frame(e: &uds::rpc::Envelope) -> Vec<u8> {
     let mut body = Vec::new();
     e.encode(&mut body);
     let mut out = bytes::BytesMut::new();
-    uds::frame::put_frame(&body, &mut out).expect("non-empty envelope");
+    uds::frame::__wire::put_frame(&body, &mut out).expect("non-empty envelope");
     out.to_vec()
 }
 

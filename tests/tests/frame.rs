@@ -4,10 +4,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncWriteExt, duplex};
-use uds::frame::{
-    FrameConfig, FrameDecoder, FrameError, FrameReader, FrameWriter, MAX_HEADER_LEN, decode_header,
-    encode_header, put_frame,
-};
+use uds::frame::__wire::{FrameDecoder, MAX_HEADER_LEN, decode_header, encode_header, put_frame};
+use uds::frame::{FrameConfig, FrameError, FrameReader, FrameWriter};
 
 /// Vectors §1: body length → header bytes.
 const HEADERS: &[(u64, &[u8])] = &[
@@ -188,10 +186,7 @@ async fn negative_length_on_the_stream_is_an_error_d2() {
 async fn half_a_frame_then_silence_times_out() {
     let (mut tx, rx) = duplex(64);
     tx.write_all(&[0x0a, b'h', b'e']).await.unwrap(); // 5-byte frame, 2 sent
-    let config = FrameConfig {
-        frame_timeout: Some(Duration::from_millis(100)),
-        ..FrameConfig::default()
-    };
+    let config = FrameConfig::default().frame_timeout(Some(Duration::from_millis(100)));
     let mut reader = FrameReader::with_config(rx, config);
     let started = std::time::Instant::now();
     match reader.read_frame().await {
@@ -206,10 +201,7 @@ async fn half_a_frame_then_silence_times_out() {
 async fn idle_connection_is_not_a_frame_timeout() {
     // No byte of a frame yet: waiting is not bounded by the frame timeout.
     let (mut tx, rx) = duplex(64);
-    let config = FrameConfig {
-        frame_timeout: Some(Duration::from_millis(50)),
-        ..FrameConfig::default()
-    };
+    let config = FrameConfig::default().frame_timeout(Some(Duration::from_millis(50)));
     let mut reader = FrameReader::with_config(rx, config);
     let late = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -228,10 +220,7 @@ async fn max_frame_len_is_configurable_on_the_stream() {
     let (a, b) = duplex(4096);
     let mut w = FrameWriter::new(a);
     w.write_frame(&[1u8; 101]).await.unwrap();
-    let config = FrameConfig {
-        max_frame_len: 100,
-        ..FrameConfig::default()
-    };
+    let config = FrameConfig::default().max_frame_len(100);
     let mut r = FrameReader::with_config(b, config);
     assert!(matches!(
         r.read_frame().await,
@@ -277,10 +266,7 @@ async fn frame_timeout_survives_cancelled_reads() {
     // A server that polls read_frame inside select! with a tick must not
     // restart the clock each time (slowloris with one byte per tick).
     let (mut tx, rx) = duplex(64);
-    let config = FrameConfig {
-        frame_timeout: Some(Duration::from_millis(200)),
-        ..FrameConfig::default()
-    };
+    let config = FrameConfig::default().frame_timeout(Some(Duration::from_millis(200)));
     let mut reader = FrameReader::with_config(rx, config);
     tx.write_all(&[0x0a]).await.unwrap(); // a 5-byte frame starts
     let trickle = tokio::spawn(async move {

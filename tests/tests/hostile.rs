@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use uds::frame::{FrameReader, MAX_HEADER_LEN, encode_header};
+use uds::frame::__wire::{MAX_HEADER_LEN, encode_header};
+use uds::frame::FrameReader;
 use uds::rpc::{CallOptions, Client, Envelope, RpcError, Server, ServerBuilder};
 use uds_tests::raw::RawPeer;
 use uds_tests::{Steady, envelope_frame, hex, panics_so_far, rss_kib};

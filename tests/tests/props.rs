@@ -15,10 +15,8 @@ use proptest::prelude::*;
 use prost::Message;
 use tokio::io::{AsyncRead, ReadBuf};
 use uds::codec::{Decode, Json, Proto};
-use uds::frame::{
-    FrameConfig, FrameDecoder, FrameError, FrameReader, FrameWriter, MAX_HEADER_LEN, decode_header,
-    encode_header, put_frame,
-};
+use uds::frame::__wire::{FrameDecoder, MAX_HEADER_LEN, decode_header, encode_header, put_frame};
+use uds::frame::{FrameConfig, FrameError, FrameReader, FrameWriter};
 use uds::rpc::Envelope;
 
 /// Cases per property: the whole file runs in about a second in debug.
@@ -156,7 +154,7 @@ proptest! {
         writer.flush().now_or_never().unwrap().unwrap();
         prop_assert_eq!(&writer.get_ref()[..], &wire[..]);
 
-        let config = FrameConfig { max_frame_len: 64 * 1024, frame_timeout: None };
+        let config = FrameConfig::default().max_frame_len(64 * 1024).frame_timeout(None);
         let mut reader = FrameReader::with_config(PieceReader::new(&wire, &sizes), config);
         prop_assert_eq!(read_all(&mut reader).unwrap(), bodies);
     }
@@ -255,6 +253,51 @@ proptest! {
             let (h, b) = decode_header(&data[pos..], max).unwrap().unwrap();
             prop_assert_eq!((pos + h + b, b), (end, body.len()));
             pos = end;
+        }
+    }
+
+    /// Any bytes, in any pieces, through `FrameReader` give exactly the
+    /// frames the decoder finds in them at once, and end as it does: clean
+    /// if nothing is left, `Truncated` with what is left, or the decoder's
+    /// error. The reader parses with the decoder's code; this checks the
+    /// paths around it (large bodies, buffer growth, refills).
+    #[test]
+    fn arbitrary_bytes_read_in_pieces_end_as_the_decoder_does(
+        data in prop_oneof![
+            vec(any::<u8>(), 0..300),
+            // Valid large frames followed by noise: the large-body path.
+            (vec(body(), 0..4), vec(any::<u8>(), 0..40)).prop_map(|(bodies, tail)| {
+                let mut wire = BytesMut::new();
+                for b in &bodies {
+                    put_frame(b, &mut wire).unwrap();
+                }
+                wire.extend_from_slice(&tail);
+                wire.to_vec()
+            }),
+        ],
+        sizes in vec(1usize..9000, 0..10),
+        max in prop_oneof![Just(0usize), 1usize..300, Just(64 * 1024), Just(usize::MAX)],
+    ) {
+        let (want, end) = decode_in_pieces(&data, &[], max);
+        let config = FrameConfig::default().max_frame_len(max).frame_timeout(None);
+        let mut reader = FrameReader::with_config(PieceReader::new(&data, &sizes), config);
+        let mut got = Vec::new();
+        let got_end = loop {
+            match reader.read_frame().now_or_never().expect("never pending") {
+                Ok(Some(body)) => got.push(body),
+                Ok(None) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        prop_assert_eq!(&got, &want);
+        match (end, got_end) {
+            (Ok(rest), Ok(())) => prop_assert!(rest.is_empty(), "{} bytes left", rest.len()),
+            (Ok(rest), Err(FrameError::Truncated { received, .. })) => {
+                prop_assert!(!rest.is_empty());
+                prop_assert_eq!(received, rest.len());
+            }
+            (Err(want), Err(got)) => prop_assert_eq!(format!("{want:?}"), format!("{got:?}")),
+            (want, got) => prop_assert!(false, "decoder ended {:?}, reader {:?}", want, got),
         }
     }
 

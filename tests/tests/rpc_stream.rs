@@ -360,7 +360,7 @@ async fn a_stream_of_exactly_its_credit_ends_without_another_grant() {
         .expect("the stream ends and the server closes without another grant")
         .unwrap();
     let mut buf = bytes::BytesMut::from(&replies[..]);
-    let dec = uds::frame::FrameDecoder::default();
+    let dec = uds::frame::__wire::FrameDecoder::default();
     let mut got = Vec::new();
     while let Some(body) = dec.decode(&mut buf).unwrap() {
         got.push(Envelope::decode(&body).unwrap());

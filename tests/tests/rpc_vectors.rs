@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use uds::frame::{FrameDecoder, FrameReader};
+use uds::frame::__wire::FrameDecoder;
+use uds::frame::FrameReader;
 use uds::rpc::{Client, Envelope, HandlerError, RpcError, Server};
 
 const EXP: i64 = 4_102_444_800_000_000_000; // 2100-01-01

@@ -53,7 +53,7 @@ fn padded_body(id: u32, method: &str, data: &[u8], pad: usize) -> Vec<u8> {
 /// `body` as one frame.
 fn framed(body: &[u8]) -> Vec<u8> {
     let mut out = bytes::BytesMut::new();
-    uds::frame::put_frame(body, &mut out).expect("non-empty envelope");
+    uds::frame::__wire::put_frame(body, &mut out).expect("non-empty envelope");
     out.to_vec()
 }
 

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use uds::frame::{FrameReader, put_frame};
+use uds::frame::__wire::put_frame;
+use uds::frame::FrameReader;
 use uds::stream::{JsonStream, ProtoStream, StreamError};
 
 #[derive(Clone, PartialEq, prost::Message)]

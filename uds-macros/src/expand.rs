@@ -126,14 +126,14 @@ fn encode_args(svc: &Service, m: &Method) -> TokenStream {
     let k = &svc.krate;
     let codec = codec_path(svc);
     match (svc.codec, m.args.as_slice()) {
-        (_, []) => quote!(#k::__private::Bytes::new()),
-        (_, [(a, t)]) => quote_spanned!(t.span()=> #k::__private::encode_arg::<#codec, #t>(&#a)?),
+        (_, []) => quote!(#k::__private01::Bytes::new()),
+        (_, [(a, t)]) => quote_spanned!(t.span()=> #k::__private01::encode_arg::<#codec, #t>(&#a)?),
         (_, many) => {
             let adds = many.iter().map(|(a, _)| {
                 let name = a.to_string();
                 quote!(.arg(#name, &#a)?)
             });
-            quote!(#k::__private::JsonArgs::new() #(#adds)* .finish()?)
+            quote!(#k::__private01::JsonArgs::new() #(#adds)* .finish()?)
         }
     }
 }
@@ -154,21 +154,21 @@ fn client_method(svc: &Service, m: &Method) -> TokenStream {
             quote! { #call?; ::core::result::Result::Ok(()) },
         ),
         Ret::Plain(t) => {
-            let decode = quote_spanned!(t.span()=> #k::__private::decode_reply::<#codec, #t>);
+            let decode = quote_spanned!(t.span()=> #k::__private01::decode_reply::<#codec, #t>);
             (
                 quote!(::core::result::Result<#t, #k::rpc::RpcError>),
                 quote! { #decode(#call?) },
             )
         }
         Ret::Result(t, e) => {
-            let map = quote_spanned!(e.span()=> #k::__private::app_reply::<#codec, #t, #e>);
+            let map = quote_spanned!(e.span()=> #k::__private01::app_reply::<#codec, #t, #e>);
             (
                 quote!(::core::result::Result<#t, #k::CallError<#e>>),
                 quote! { #map(#call) },
             )
         }
         Ret::Stream(t) => {
-            let wrap = quote_spanned!(t.span()=> #k::__private::client_stream::<#codec, #t>);
+            let wrap = quote_spanned!(t.span()=> #k::__private01::client_stream::<#codec, #t>);
             (
                 quote!(::core::result::Result<#k::ClientStream<#t>, #k::rpc::RpcError>),
                 quote! {
@@ -278,7 +278,7 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
     let decode = match (svc.codec, m.args.as_slice()) {
         (_, []) => quote!(let _ = #l_data;),
         (_, [(a, t)]) => {
-            quote_spanned!(t.span()=> let #a: #t = #k::__private::decode_arg::<#codec, #t>(#l_data)?;)
+            quote_spanned!(t.span()=> let #a: #t = #k::__private01::decode_arg::<#codec, #t>(#l_data)?;)
         }
         (_, many) => {
             let takes = many.iter().map(|(a, t)| {
@@ -286,7 +286,7 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
                 quote!(let #a: #t = #l_args.take(#name)?;)
             });
             quote! {
-                let mut #l_args = #k::__private::JsonArgs::parse(&#l_data)?;
+                let mut #l_args = #k::__private01::JsonArgs::parse(&#l_data)?;
                 #(#takes)*
             }
         }
@@ -297,18 +297,18 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
     let (register, result) = match &m.ret {
         Ret::Unit => (
             quote!(handler),
-            quote! { let () = #invoke; ::core::result::Result::Ok(#k::__private::Bytes::new()) },
+            quote! { let () = #invoke; ::core::result::Result::Ok(#k::__private01::Bytes::new()) },
         ),
         Ret::Plain(t) => {
-            let encode = quote_spanned!(t.span()=> #k::__private::encode_result::<#codec, #t>);
+            let encode = quote_spanned!(t.span()=> #k::__private01::encode_result::<#codec, #t>);
             (
                 quote!(handler),
                 quote! { let #l_out: #t = #invoke; #encode(&#l_out) },
             )
         }
         Ret::Result(t, e) => {
-            let ok = quote_spanned!(t.span()=> #k::__private::encode_result::<#codec, #t>);
-            let err = quote_spanned!(e.span()=> #k::__private::app_error::<#codec, #e>);
+            let ok = quote_spanned!(t.span()=> #k::__private01::encode_result::<#codec, #t>);
+            let err = quote_spanned!(e.span()=> #k::__private01::app_error::<#codec, #e>);
             (
                 quote!(handler),
                 quote! {
@@ -320,7 +320,7 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
             )
         }
         Ret::Stream(t) => {
-            let encode = quote_spanned!(t.span()=> #k::__private::encode_stream::<#codec, #t>);
+            let encode = quote_spanned!(t.span()=> #k::__private01::encode_stream::<#codec, #t>);
             (
                 quote!(streaming),
                 quote! {
@@ -333,7 +333,7 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
     quote! {
         let builder = {
             let #l_imp = <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&self.imp);
-            builder.#register(#wire, move |#l_ctx: #k::rpc::Context, #l_data: #k::__private::Bytes| {
+            builder.#register(#wire, move |#l_ctx: #k::rpc::Context, #l_data: #k::__private01::Bytes| {
                 let #l_imp = <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&#l_imp);
                 async move {
                     let _ = &#l_ctx;
@@ -367,7 +367,7 @@ fn emit_type_checks(svc: &Service) -> TokenStream {
     }
     let checks = types.into_iter().map(|t| {
         quote_spanned! {t.span()=>
-            const _: () = #k::__private::assert_proto_message::<#t>();
+            const _: () = #k::__private01::assert_proto_message::<#t>();
         }
     });
     quote!(#(#checks)*)

@@ -41,6 +41,7 @@ enum Rule {
 /// Why a peer was refused; produced by [`Policy::check`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("peer {peer} denied: {reason}")]
+#[non_exhaustive]
 pub struct Denied {
     /// The peer's credentials.
     pub peer: Cred,
@@ -93,6 +94,11 @@ impl Policy {
     }
 
     /// Decides on `peer`.
+    ///
+    /// # Errors
+    ///
+    /// [`Denied`], with the peer and the policy it failed, if no rule of
+    /// the policy allows it.
     pub fn check(&self, peer: &Cred) -> Result<(), Denied> {
         if self.allows(peer) {
             Ok(())

@@ -28,16 +28,57 @@ use bytes::Bytes;
 #[cfg(any(feature = "json", feature = "proto"))]
 mod arena;
 
+/// The error a codec's library reported, kept as the [`CodecError`]'s
+/// `source()`: a `serde_json::Error` or a prost `DecodeError` /
+/// `EncodeError`, reachable with `downcast_ref`. Boxed so that those
+/// crates' versions are not part of this crate's API.
+type Cause = Box<dyn std::error::Error + Send + Sync + 'static>;
+
 /// A value could not be encoded or decoded.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// The library's own error is the `source()` (and its text is in this
+/// error's, for logs that print only the top error):
+///
+/// ```
+/// # #[cfg(feature = "json")] {
+/// use std::error::Error;
+/// use uds::codec::{CodecError, Decode, Json};
+/// let err = <Json as Decode<u32>>::decode("\"x\"".into()).unwrap_err();
+/// assert!(matches!(err, CodecError::Json(_)));
+/// assert!(err.source().unwrap().downcast_ref::<serde_json::Error>().is_some());
+/// # }
+/// ```
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CodecError {
-    /// JSON (de)serialization failed.
+    /// JSON (de)serialization failed; the source is the `serde_json::Error`.
     #[error("JSON: {0}")]
-    Json(String),
-    /// Protobuf decoding failed.
+    Json(#[source] Cause),
+    /// Protobuf encoding or decoding failed; the source is prost's
+    /// `DecodeError` or `EncodeError`.
     #[error("protobuf: {0}")]
-    Proto(String),
+    Proto(#[source] Cause),
+}
+
+#[cfg(feature = "json")]
+impl From<serde_json::Error> for CodecError {
+    fn from(e: serde_json::Error) -> Self {
+        CodecError::Json(Box::new(e))
+    }
+}
+
+#[cfg(feature = "proto")]
+impl From<prost::DecodeError> for CodecError {
+    fn from(e: prost::DecodeError) -> Self {
+        CodecError::Proto(Box::new(e))
+    }
+}
+
+#[cfg(feature = "proto")]
+impl From<prost::EncodeError> for CodecError {
+    fn from(e: prost::EncodeError) -> Self {
+        CodecError::Proto(Box::new(e))
+    }
 }
 
 /// Encodes values of type `T`.
@@ -48,12 +89,21 @@ pub trait Encode<T: ?Sized> {
     /// (see the module docs), so encoding usually allocates nothing. The
     /// bytes returned share that buffer's current block (at least 64 KiB)
     /// while they live: send them, don't keep them for long.
+    ///
+    /// # Errors
+    ///
+    /// The codec's error if `value` cannot be encoded (a `Serialize` impl
+    /// that fails, a map with non-string keys in JSON, ...).
     fn encode(value: &T) -> Result<Bytes, CodecError>;
 }
 
 /// Decodes values of type `T`.
 pub trait Decode<T> {
     /// The value encoded in `bytes`.
+    ///
+    /// # Errors
+    ///
+    /// The codec's error if `bytes` is not an encoding of a `T`.
     fn decode(bytes: Bytes) -> Result<T, CodecError>;
 }
 
@@ -66,8 +116,7 @@ pub struct Json;
 impl<T: serde::Serialize + ?Sized> Encode<T> for Json {
     fn encode(value: &T) -> Result<Bytes, CodecError> {
         arena::encode(None, |buf| {
-            serde_json::to_writer(bytes::BufMut::writer(buf), value)
-                .map_err(|e| CodecError::Json(e.to_string()))
+            serde_json::to_writer(bytes::BufMut::writer(buf), value).map_err(CodecError::from)
         })
     }
 }
@@ -76,7 +125,27 @@ impl<T: serde::Serialize + ?Sized> Encode<T> for Json {
 impl<T: serde::de::DeserializeOwned> Decode<T> for Json {
     fn decode(bytes: Bytes) -> Result<T, CodecError> {
         let input: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
-        serde_json::from_slice(input).map_err(|e| CodecError::Json(e.to_string()))
+        Json::decode_exact(input)
+    }
+}
+
+#[cfg(feature = "json")]
+impl Json {
+    /// Appends the JSON of `value` to `out` (for callers that keep their
+    /// own buffer, as the streams do).
+    pub(crate) fn encode_into<T: serde::Serialize + ?Sized>(
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        serde_json::to_writer(out, value).map_err(CodecError::from)
+    }
+
+    /// The value whose JSON `bytes` is, with no special case for empty
+    /// input (which is an error here, not `null`).
+    pub(crate) fn decode_exact<T: serde::de::DeserializeOwned>(
+        bytes: &[u8],
+    ) -> Result<T, CodecError> {
+        serde_json::from_slice(bytes).map_err(CodecError::from)
     }
 }
 
@@ -89,18 +158,26 @@ pub struct Proto;
 impl<T: prost::Message> Encode<T> for Proto {
     fn encode(value: &T) -> Result<Bytes, CodecError> {
         let len = value.encoded_len();
-        arena::encode(Some(len), |buf| {
-            value
-                .encode(buf)
-                .map_err(|e| CodecError::Proto(e.to_string()))
-        })
+        arena::encode(Some(len), |buf| value.encode(buf).map_err(CodecError::from))
     }
 }
 
 #[cfg(feature = "proto")]
 impl<T: prost::Message + Default> Decode<T> for Proto {
     fn decode(bytes: Bytes) -> Result<T, CodecError> {
-        T::decode(bytes).map_err(|e| CodecError::Proto(e.to_string()))
+        T::decode(bytes).map_err(CodecError::from)
+    }
+}
+
+#[cfg(feature = "proto")]
+impl Proto {
+    /// Appends the encoding of `msg` to `out` (for callers that keep their
+    /// own buffer, as the streams do).
+    pub(crate) fn encode_into<T: prost::Message>(
+        msg: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        msg.encode(out).map_err(CodecError::from)
     }
 }
 

@@ -8,17 +8,21 @@
 //!
 //! # Layers
 //!
-//! | module | owns |
-//! |---|---|
-//! | [`cred`] | [`Cred`]: a peer's pid/uid/gid, read from the kernel |
-//! | [`auth`] | [`auth::Policy`]: who may connect (default: same user) |
-//! | [`net`] | [`net::Listener`], [`net::connect`], [`net::pair`], [`net::Conn`] |
-//! | [`frame`] | the length-prefixed chunk framing, with size and time limits |
-//! | [`rpc`] | the multiplexed RPC: [`rpc::Client`], [`rpc::Server`], deadlines, cancellation |
-//! | [`codec`] | JSON (feature `json`) and protobuf (feature `proto`) encoding of values |
-//! | [`stream`] | typed streams of JSON or protobuf values over one connection |
-//! | [`service`](mod@service), [`macro@service`] | `#[uds::service]`: typed clients and servers from a trait |
-//! | [`plugin`] | plugin processes: spawn on an inherited socketpair, handshake, supervise, stop; the plugin's one-line `serve` |
+//! Bottom up: each module uses only the ones above it in this table (its
+//! "uses" column is exact; `sys` is the private OS layer). `frame` and
+//! `codec` are leaves: neither uses another module of the crate.
+//!
+//! | module | owns | uses |
+//! |---|---|---|
+//! | [`cred`] | [`Cred`]: a peer's pid/uid/gid, read from the kernel | `sys` |
+//! | [`auth`] | [`auth::Policy`]: who may connect (default: same user) | `cred`, `sys` |
+//! | [`net`] | [`net::Listener`], [`net::connect`], [`net::pair`], [`net::Conn`] | `auth`, `cred`, `sys` |
+//! | [`frame`] | the length-prefixed chunk framing, with size and time limits | — |
+//! | [`codec`] | JSON (feature `json`) and protobuf (feature `proto`) encoding of values | — |
+//! | [`rpc`] | the multiplexed RPC: [`rpc::Client`], [`rpc::Server`], deadlines, cancellation | `net`, `frame`, `codec`, `cred`, `sys` |
+//! | [`stream`] | typed streams of JSON or protobuf values over one connection | `net`, `frame`, `codec`, `cred` |
+//! | [`macro@service`], [`CallError`], [`ServerStream`], [`ClientStream`] | `#[uds::service]`: typed clients and servers from a trait (the private `service` module) | `rpc`, `codec` |
+//! | [`plugin`] | plugin processes: spawn on an inherited socketpair, handshake, supervise, stop; the plugin's one-line `serve` | `rpc`, `net`, `cred`, `sys` |
 //!
 //! For a host running plugins, start with [`plugin`]: its docs show the
 //! trait, the plugin's `main` and the host in a few lines.
@@ -87,16 +91,21 @@
 // No panics on anything a peer controls: unwrap/expect are banned outside tests.
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
+#[warn(clippy::missing_errors_doc)]
 pub mod auth;
+#[warn(clippy::missing_errors_doc)]
 pub mod codec;
 pub mod cred;
+#[warn(clippy::missing_errors_doc)]
 pub mod frame;
 mod log_limit;
 pub mod net;
 pub mod plugin;
 pub mod rpc;
-pub mod service;
+#[warn(clippy::missing_errors_doc)]
+mod service;
 #[cfg(any(feature = "json", feature = "proto"))]
+#[warn(clippy::missing_errors_doc)]
 pub mod stream;
 mod sys;
 
@@ -106,7 +115,8 @@ pub use service::{CallError, ClientStream, ServerStream};
 /// Turns a trait into an RPC service: a typed client `{Trait}Client` and a
 /// server `{Trait}Server` for any implementation.
 ///
-/// ```
+#[cfg_attr(feature = "json", doc = "```")]
+#[cfg_attr(not(feature = "json"), doc = "```ignore")]
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use uds::{CallError, Context, ServerStream};
 /// use futures_util::StreamExt;
@@ -189,11 +199,14 @@ pub use service::{CallError, ClientStream, ServerStream};
 ///   `METHODS` with the wire names.
 pub use uds_macros::service;
 
+// The module's version (01 for uds 0.1) is part of its name: see the file.
 #[doc(hidden)]
-pub use service::__private;
+#[warn(clippy::missing_errors_doc)]
+#[path = "private.rs"]
+pub mod __private01;
 
 /// The README's code blocks, compiled and run as doc tests so that every
-/// snippet there works as written.
-#[cfg(doctest)]
+/// snippet there works as written (they use the `json` feature).
+#[cfg(all(doctest, feature = "json"))]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;

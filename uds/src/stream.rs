@@ -10,7 +10,8 @@
 //!   leaks (the Go side that sees the peer's close first stops reading and
 //!   waits forever for its ack).
 //!
-//! ```
+#![cfg_attr(feature = "json", doc = "```")]
+#![cfg_attr(not(feature = "json"), doc = "```ignore")]
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use uds::stream::JsonStream;
 //! let (a, b) = uds::net::pair()?;
@@ -30,6 +31,10 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::codec::CodecError;
+#[cfg(feature = "json")]
+use crate::codec::Json;
+#[cfg(feature = "proto")]
+use crate::codec::{Decode, Proto};
 use crate::cred::Cred;
 use crate::frame::{FrameConfig, FrameError, FrameReader, FrameWriter};
 use crate::net::Conn;
@@ -53,15 +58,37 @@ pub enum StreamError {
     /// A value could not be encoded or decoded.
     #[error("stream value: {0}")]
     Codec(#[from] CodecError),
-    /// The peer broke the stream protocol.
+    /// The peer broke the stream protocol (the source says how).
     #[error("stream protocol error: {0}")]
-    Protocol(String),
+    Protocol(#[source] ProtocolError),
     /// The connection ended before the peer closed the stream.
     #[error("the peer went away without closing the stream")]
     PeerGone,
     /// The close handshake did not complete in time.
     #[error("the peer did not finish the close handshake within {0:?}")]
     CloseTimeout(Duration),
+}
+
+/// How a peer broke the [`ProtoStream`] protocol: the source of
+/// [`StreamError::Protocol`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A data frame after the peer's own close.
+    #[error("data after the peer's close")]
+    DataAfterClose,
+    /// More than [`MAX_CLOSE_BACKLOG`] bytes of messages after our close.
+    #[error("the peer kept sending after our close")]
+    KeptSendingAfterClose,
+    /// A close-ack although we never sent a close.
+    #[error("close-ack for a close that was never sent")]
+    UnexpectedCloseAck,
+    /// A frame whose type byte is not data, close or close-ack.
+    #[error("unknown frame type {0}")]
+    UnknownFrameType(u8),
+    /// A frame with no type byte.
+    #[error("empty frame")]
+    EmptyFrame,
 }
 
 fn split(
@@ -117,24 +144,56 @@ impl<S: serde::Serialize, R: serde::de::DeserializeOwned> JsonStream<S, R> {
     }
 
     /// Sends one value (one frame).
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Codec`] if `value` does not serialize (nothing is
+    /// sent), [`StreamError::Frame`] if the write fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped midway, it may leave part of a frame on the
+    /// connection, and every later `send` fails rather than corrupt it.
     pub async fn send(&mut self, value: &S) -> Result<(), StreamError> {
         self.buf.clear();
-        serde_json::to_writer(&mut self.buf, value).map_err(|e| CodecError::Json(e.to_string()))?;
+        Json::encode_into(value, &mut self.buf)?;
         self.writer.write_frame(&self.buf).await?;
         Ok(())
     }
 
     /// Receives the next value; `None` when the peer has closed.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Frame`] if reading fails or the framing is broken,
+    /// [`StreamError::Codec`] if a frame is not the JSON of an `R` (the
+    /// stream goes on: the next `recv` reads the next frame).
+    ///
+    /// # Panics
+    ///
+    /// If the tokio runtime has no time driver and a frame timeout is set
+    /// (the default), as [`FrameReader::read_frame`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a partly read frame stays buffered for the next call.
     pub async fn recv(&mut self) -> Result<Option<R>, StreamError> {
         match self.reader.read_frame().await? {
             None => Ok(None),
-            Some(frame) => serde_json::from_slice(&frame)
-                .map(Some)
-                .map_err(|e| CodecError::Json(e.to_string()).into()),
+            // An empty frame is an error, not `null`, as the Go reader has it.
+            Some(frame) => Ok(Some(Json::decode_exact(&frame)?)),
         }
     }
 
     /// Ends sending (the peer's `recv` returns `None`); receiving goes on.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Frame`] if the shutdown fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: call it again.
     pub async fn close(&mut self) -> Result<(), StreamError> {
         self.writer
             .get_mut()
@@ -205,12 +264,21 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
     }
 
     /// Sends one message.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::Codec`] if `msg` does not encode (nothing is sent),
+    /// [`StreamError::Frame`] if the write fails.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: dropped midway, it may leave part of a frame on the
+    /// connection, and every later write fails rather than corrupt it.
     pub async fn send(&mut self, msg: &S) -> Result<(), StreamError> {
         // `close` consumes the stream: sending after it cannot compile.
         self.buf.clear();
         self.buf.push(TYPE_DATA);
-        msg.encode(&mut self.buf)
-            .map_err(|e| CodecError::Proto(e.to_string()))?;
+        Proto::encode_into(msg, &mut self.buf)?;
         self.writer.write_frame(&self.buf).await?;
         Ok(())
     }
@@ -218,9 +286,25 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
     /// Receives the next message; `None` once the peer has closed its side
     /// (its close is acknowledged at once).
     ///
-    /// Not cancel safe across the peer's close: a `recv` dropped while it
-    /// writes the acknowledgement leaves the stream unusable (later calls
-    /// fail rather than corrupt the framing).
+    /// # Errors
+    ///
+    /// [`StreamError::PeerGone`] if the connection ends without the peer's
+    /// close, [`StreamError::Protocol`] if the peer breaks the protocol
+    /// (a frame of unknown type, a stray close-ack, data after its close),
+    /// [`StreamError::Codec`] if a message does not decode, and
+    /// [`StreamError::Frame`] if reading or writing the ack fails.
+    ///
+    /// # Panics
+    ///
+    /// If the tokio runtime has no time driver and a frame timeout is set
+    /// (the default), as [`FrameReader::read_frame`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe while waiting for a frame, but not across the peer's
+    /// close: a `recv` dropped while it writes the acknowledgement leaves
+    /// the stream unusable (later calls fail rather than corrupt the
+    /// framing).
     pub async fn recv(&mut self) -> Result<Option<R>, StreamError> {
         if self.got_close {
             return Ok(None);
@@ -239,6 +323,23 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
     /// waits until both have happened. Messages the peer sent meanwhile are
     /// returned, not dropped (up to [`MAX_CLOSE_BACKLOG`] bytes; more is a
     /// protocol error). The connection is then shut down.
+    ///
+    /// # Errors
+    ///
+    /// [`StreamError::CloseTimeout`] if the handshake does not finish
+    /// within the [`close_timeout`](Self::close_timeout), and the errors of
+    /// [`recv`](Self::recv) (`PeerGone` only if the peer neither closed
+    /// nor acknowledged before hanging up).
+    ///
+    /// # Panics
+    ///
+    /// If the tokio runtime it runs on has no time driver (the close
+    /// timeout is a tokio timer).
+    ///
+    /// # Cancel safety
+    ///
+    /// It consumes the stream: dropped midway, the handshake is abandoned
+    /// and the connection closed, as if the stream had been dropped.
     pub async fn close(mut self) -> Result<Vec<R>, StreamError> {
         let limit = self.close_timeout;
         let mut rest = Vec::new();
@@ -254,7 +355,7 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
                         backlog += msg.encoded_len();
                         if backlog > MAX_CLOSE_BACKLOG {
                             return Err(StreamError::Protocol(
-                                "the peer kept sending after our close".into(),
+                                ProtocolError::KeptSendingAfterClose,
                             ));
                         }
                         rest.push(msg);
@@ -281,10 +382,9 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
         };
         match frame.first() {
             Some(&TYPE_DATA) => {
-                let msg =
-                    R::decode(frame.slice(1..)).map_err(|e| CodecError::Proto(e.to_string()))?;
+                let msg = <Proto as Decode<R>>::decode(frame.slice(1..))?;
                 if self.got_close {
-                    return Err(StreamError::Protocol("data after the peer's close".into()));
+                    return Err(StreamError::Protocol(ProtocolError::DataAfterClose));
                 }
                 Ok(Event::Data(msg))
             }
@@ -300,11 +400,11 @@ impl<S: prost::Message, R: prost::Message + Default> ProtoStream<S, R> {
                 self.got_ack = true;
                 Ok(Event::Acked)
             }
-            Some(&TYPE_CLOSE_ACK) => Err(StreamError::Protocol(
-                "close-ack for a close that was never sent".into(),
-            )),
-            Some(other) => Err(StreamError::Protocol(format!("unknown frame type {other}"))),
-            None => Err(StreamError::Protocol("empty frame".into())),
+            Some(&TYPE_CLOSE_ACK) => Err(StreamError::Protocol(ProtocolError::UnexpectedCloseAck)),
+            Some(&other) => Err(StreamError::Protocol(ProtocolError::UnknownFrameType(
+                other,
+            ))),
+            None => Err(StreamError::Protocol(ProtocolError::EmptyFrame)),
         }
     }
 }

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use uds::frame::FrameDecoder;
+use uds::frame::__wire::FrameDecoder;
 use uds::rpc::Envelope;
 use uds_tests::envelope_frame;
 

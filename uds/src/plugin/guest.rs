@@ -41,7 +41,8 @@ pub async fn serve(service: impl PluginService) -> Result<(), PluginError> {
 /// (for example "started by hand, not by a host") to stderr and exits 2 for
 /// that, 1 for any other failure, 0 after a clean stop.
 ///
-/// ```no_run
+#[cfg_attr(feature = "json", doc = "```no_run")]
+#[cfg_attr(not(feature = "json"), doc = "```ignore")]
 /// #[uds::service]
 /// pub trait Greeter {
 ///     async fn hello(&self, name: String) -> String;
@@ -62,7 +63,8 @@ pub async fn run(service: impl PluginService) -> ExitCode {
 
 /// The plugin side, with several services or other settings.
 ///
-/// ```no_run
+#[cfg_attr(feature = "json", doc = "```no_run")]
+#[cfg_attr(not(feature = "json"), doc = "```ignore")]
 /// # #[uds::service] pub trait A { async fn a(&self); }
 /// # #[uds::service] pub trait B { async fn b(&self); }
 /// # struct Impl;

@@ -55,7 +55,8 @@ pub enum Output {
 /// this is the pid it spawned. A handshake then tells the plugin's protocol
 /// version, services and methods, checked against the client asked for.
 ///
-/// ```no_run
+#[cfg_attr(feature = "json", doc = "```no_run")]
+#[cfg_attr(not(feature = "json"), doc = "```ignore")]
 /// # #[uds::service] pub trait Greeter { async fn hello(&self, name: String) -> String; }
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// let plugin = uds::plugin::Command::new("./greeter-plugin")

@@ -24,7 +24,8 @@
 //! transport is an inherited socketpair rather than a socket path printed on
 //! stdout; the peer's identity is checked by the kernel, not by a cookie.
 //!
-//! ```no_run
+#![cfg_attr(feature = "json", doc = "```no_run")]
+#![cfg_attr(not(feature = "json"), doc = "```ignore")]
 //! // In a crate shared by the host and its plugins:
 //! #[uds::service]
 //! pub trait Greeter {
