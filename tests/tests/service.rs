@@ -209,3 +209,31 @@ async fn proto_service_speaks_the_go_proto_format() {
         .unwrap();
     assert_eq!(&raw[..], b"\x0a\x05hello");
 }
+
+/// A raw-identifier parameter is keyed by its name without `r#` on the
+/// wire (PROTOCOL.md §3.1), as a Go peer would name it.
+#[tokio::test]
+async fn raw_identifier_parameters_are_keyed_without_r_hash() {
+    #[uds::service]
+    pub trait Typed {
+        async fn pick(&self, r#type: String, count: u32) -> String;
+    }
+    struct Impl;
+    impl Typed for Impl {
+        async fn pick(&self, r#type: String, count: u32) -> String {
+            format!("{count} of {}", r#type)
+        }
+    }
+    let server = TypedServer::new(Impl).build().unwrap();
+    let (a, b) = uds::net::pair().unwrap();
+    server.serve_connection(b);
+    let client = TypedClient::from_conn(a);
+    assert_eq!(client.pick("apple".into(), 3).await.unwrap(), "3 of apple");
+    // What a Go peer sends: the key "type".
+    let raw = client
+        .rpc()
+        .call("/Typed/pick", r#"{"type":"pear","count":2}"#)
+        .await
+        .unwrap();
+    assert_eq!(&raw[..], br#""2 of pear""#);
+}

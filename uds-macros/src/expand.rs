@@ -5,6 +5,7 @@
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
+use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{ItemTrait, ReturnType, TraitItem, Type};
 
@@ -130,7 +131,7 @@ fn encode_args(svc: &Service, m: &Method) -> TokenStream {
         (_, [(a, t)]) => quote_spanned!(t.span()=> #k::__private01::encode_arg::<#codec, #t>(&#a)?),
         (_, many) => {
             let adds = many.iter().map(|(a, _)| {
-                let name = a.to_string();
+                let name = a.unraw().to_string();
                 quote!(.arg(#name, &#a)?)
             });
             quote!(#k::__private01::JsonArgs::new() #(#adds)* .finish()?)
@@ -282,7 +283,7 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
         }
         (_, many) => {
             let takes = many.iter().map(|(a, t)| {
-                let name = a.to_string();
+                let name = a.unraw().to_string();
                 quote!(let #a: #t = #l_args.take(#name)?;)
             });
             quote! {
