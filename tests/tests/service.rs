@@ -215,13 +215,14 @@ async fn proto_service_speaks_the_go_proto_format() {
 #[tokio::test]
 async fn raw_identifier_parameters_are_keyed_without_r_hash() {
     #[uds::service]
-    pub trait Typed {
+    trait Typed {
         async fn pick(&self, r#type: String, count: u32) -> String;
     }
     struct Impl;
     impl Typed for Impl {
         async fn pick(&self, r#type: String, count: u32) -> String {
-            format!("{count} of {}", r#type)
+            let kind = r#type;
+            format!("{count} of {kind}")
         }
     }
     let server = TypedServer::new(Impl).build().unwrap();
