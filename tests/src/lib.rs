@@ -359,3 +359,35 @@ impl Drop for DropFlag {
         self.0.store(true, std::sync::atomic::Ordering::SeqCst);
     }
 }
+
+/// Sends `SIGKILL` to `pid` (no `kill` process in the timed path).
+#[allow(unsafe_code)]
+pub fn kill9(pid: u32) {
+    let pid = libc::pid_t::try_from(pid).expect("a pid");
+    // SAFETY: kill(2) takes no pointers.
+    let rc = unsafe { libc::kill(pid, libc::SIGKILL) };
+    assert_eq!(rc, 0, "kill -9 {pid}");
+}
+
+/// Whether process `pid` is gone for good: exited and reaped (a zombie is
+/// not gone). Linux (`/proc`).
+pub fn process_reaped(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Resets this process's peak resident memory (`VmHWM`) to its current RSS;
+/// false where the kernel does not allow it.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", b"5").is_ok()
+}
+
+/// This process's peak resident memory since start or the last
+/// [`reset_peak_rss`], in KiB (`VmHWM`); 0 where there is no procfs.
+pub fn peak_rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}

@@ -38,7 +38,10 @@ fn live_children() -> usize {
 
 #[tokio::test]
 async fn a_plugin_serves_its_trait_and_stops_gracefully() {
-    let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
+    let plugin = plugin("serve-both")
+        .spawn::<TestPluginClient>()
+        .await
+        .unwrap();
     let client = plugin.client();
     assert_eq!(client.echo("hi".into()).await.unwrap(), "hi");
     assert_eq!(client.pid().await.unwrap(), plugin.pid());
@@ -50,14 +53,23 @@ async fn a_plugin_serves_its_trait_and_stops_gracefully() {
         .collect()
         .await;
     assert_eq!(items, vec![0, 1, 2, 3, 4]);
-    assert_eq!(plugin.services(), vec!["TestPlugin"]);
+    assert_eq!(plugin.services(), vec!["TestPlugin", "Admin"]);
     assert!(plugin.try_status().is_none());
     // A call in flight when the host asks the plugin to stop still finishes.
     let slow = tokio::spawn({
         let client = client.clone();
         async move { client.slow(300).await }
     });
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The call has reached the plugin (it counts what it serves).
+    let admin: AdminClient = plugin.client_for().unwrap();
+    let start = Instant::now();
+    while admin.served().await.unwrap() < 3 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "slow() never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let pid = plugin.pid();
     let status = plugin.shutdown(Duration::from_secs(5)).await.unwrap();
     assert!(status.success(), "clean exit: {status}");
@@ -126,7 +138,7 @@ async fn killing_the_plugin_fails_every_call_in_flight_at_once() {
     // Every call has reached the plugin.
     tokio::time::sleep(Duration::from_millis(100)).await;
     let killed_at = Instant::now();
-    nix_kill(plugin.pid());
+    uds_tests::kill9(plugin.pid());
     let mut worst = Duration::ZERO;
     for call in calls {
         let (r, at) = call.await.unwrap();
@@ -159,14 +171,6 @@ async fn killing_the_plugin_fails_every_call_in_flight_at_once() {
     assert_eq!(plugin.try_status(), Some(exited.status));
 }
 
-fn nix_kill(pid: u32) {
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
 #[tokio::test]
 async fn dropping_the_plugin_kills_it() {
     let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
@@ -181,8 +185,10 @@ async fn dropping_the_plugin_kills_it() {
 
 /// Runs the test host, which starts a plugin, and kills the host with
 /// SIGKILL: the plugin must not outlive it.
-async fn host_killed(pdeathsig: bool) {
-    let mut args = vec![PLUGIN];
+/// Runs the test host, which starts a plugin in `mode`, kills the host with
+/// SIGKILL, and returns the plugin's pid and whether it was gone within 5 s.
+async fn host_killed(mode: &str, pdeathsig: bool) -> (u32, bool) {
+    let mut args = vec![PLUGIN, mode];
     if pdeathsig {
         args.push("pdeathsig");
     }
@@ -205,22 +211,34 @@ async fn host_killed(pdeathsig: bool) {
     assert!(alive(pid));
     host.start_kill().unwrap();
     host.wait().await.unwrap();
-    assert!(
-        gone_within(pid, Duration::from_secs(5)).await,
-        "plugin {pid} outlived its SIGKILLed host (pdeathsig: {pdeathsig})"
-    );
+    (pid, gone_within(pid, Duration::from_secs(5)).await)
 }
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_plugin_dies_with_its_host_by_parent_death_signal() {
-    host_killed(true).await;
+    // A plugin that ignores its connection closing: only the signal stops
+    // it. Without the signal it outlives its host (which shows the test
+    // can fail) ...
+    let (pid, gone) = host_killed("stubborn", false).await;
+    assert!(
+        !gone,
+        "a stubborn plugin outlives its host without the signal"
+    );
+    uds_tests::kill9(pid);
+    // ... and with it, it does not.
+    let (pid, gone) = host_killed("stubborn", true).await;
+    assert!(
+        gone,
+        "plugin {pid} outlived its SIGKILLed host despite PR_SET_PDEATHSIG"
+    );
 }
 
 #[tokio::test]
 async fn a_plugin_exits_when_its_host_is_gone() {
     // No parent-death signal: the plugin sees its connection close.
-    host_killed(false).await;
+    let (pid, gone) = host_killed("serve", false).await;
+    assert!(gone, "plugin {pid} outlived its SIGKILLed host");
 }
 
 #[tokio::test]
@@ -249,7 +267,6 @@ async fn a_plugin_that_exits_before_the_handshake_reports_its_status() {
 
 #[tokio::test]
 async fn a_plugin_that_never_handshakes_times_out_and_is_killed() {
-    let before = live_children();
     let started = Instant::now();
     let err = plugin("never")
         .handshake_timeout(Duration::from_millis(500))
@@ -257,12 +274,14 @@ async fn a_plugin_that_never_handshakes_times_out_and_is_killed() {
         .await
         .err()
         .unwrap();
-    assert!(
-        matches!(err, PluginError::HandshakeTimeout { .. }),
-        "{err:?}"
-    );
+    let PluginError::HandshakeTimeout { pid, .. } = err else {
+        panic!("{err:?}");
+    };
     assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(live_children() <= before, "the child was killed and reaped");
+    assert!(
+        uds_tests::process_reaped(pid),
+        "the child {pid} was killed and reaped"
+    );
 }
 
 #[tokio::test]

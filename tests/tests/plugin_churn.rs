@@ -80,6 +80,9 @@ fn a_plugin_flooding_stderr_leaves_host_memory_bounded() {
         let seen = capture.seen();
         uds_tests::trim_heap();
         let before = uds_tests::rss_kib();
+        // The peak, not only what is left after: a forwarder that buffered
+        // the whole line and freed it would pass an after-the-fact check.
+        let peak_known = uds_tests::reset_peak_rss();
         // 100 MiB in one line: forwarded in pieces of MAX_LINE.
         let wrote = plugin
             .client()
@@ -99,6 +102,15 @@ fn a_plugin_flooding_stderr_leaves_host_memory_bounded() {
             "the line was forwarded in {pieces} pieces"
         );
         let grew = after.saturating_sub(before);
+        if peak_known {
+            let peak = uds_tests::peak_rss_kib();
+            eprintln!("host peak RSS during the 100 MiB: {peak} KiB (from {before} KiB)");
+            assert!(
+                peak.saturating_sub(before) < 16 * 1024,
+                "host RSS peaked {} KiB above its start",
+                peak.saturating_sub(before)
+            );
+        }
         eprintln!("host RSS {before} KiB -> {after} KiB after the plugin wrote 100 MiB to stderr");
         // The forwarder holds one 8 KiB buffer whatever the plugin writes.
         assert!(grew < 8 * 1024, "host RSS grew by {grew} KiB");

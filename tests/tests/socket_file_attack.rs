@@ -151,9 +151,11 @@ async fn staging_directory_swaps_never_touch_another_file() {
     eprintln!("{i} binds: {ok} succeeded, refused {refused:?}; attacker: {said}");
     assert!(said.starts_with("swapped "), "attacker ran: {said:?}");
     let swapped: u64 = said["swapped ".len()..].parse().unwrap();
+    // Hundreds in a run here (the old code fell within 17-119 binds): a few
+    // dozen show the attack really ran against the binds.
     assert!(
-        swapped > 0,
-        "the attacker never swapped a staging directory"
+        swapped >= 50,
+        "the attacker swapped only {swapped} staging directories"
     );
     assert!(ok > 0, "no bind succeeded at all");
     assert_eq!(std::fs::read(&victim_file).unwrap(), b"secret");

@@ -12,7 +12,9 @@
 //! - `crash-on-N`: serves `TestPlugin`, and exits with code 3 on its Nth
 //!   `echo` call;
 //! - `serve-at PATH`: serves `TestPlugin` and `Admin` at a socket path, for
-//!   a host to attach to.
+//!   a host to attach to;
+//! - `stubborn`: serves `TestPlugin`, but keeps running when its host goes
+//!   away (only a signal stops it).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -123,6 +125,11 @@ async fn main() -> std::process::ExitCode {
         "old" => uds::plugin::run(Old(TestPluginServer::new(Impl))).await,
         "admin-only" => uds::plugin::run(AdminServer::new(Impl)).await,
         "exit-early" => std::process::ExitCode::from(3),
+        "stubborn" => {
+            let _ = uds::plugin::serve(TestPluginServer::new(Impl)).await;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            std::process::ExitCode::SUCCESS
+        }
         "never" => {
             tokio::time::sleep(Duration::from_secs(3600)).await;
             std::process::ExitCode::SUCCESS

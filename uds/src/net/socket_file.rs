@@ -172,8 +172,11 @@ fn clear_stale(parent: &OwnedFd, name: &OsStr, path: &Path) -> Result<(), NetErr
             found: kind,
         });
     }
-    // Probe through the parent's descriptor where the platform allows.
-    let probe_path = at::path_in_dir_fd(parent.as_fd(), name).unwrap_or_else(|| path.into());
+    // Probe through the parent's descriptor where the platform allows and
+    // the address fits; else by the path.
+    let probe_path = at::path_in_dir_fd(parent.as_fd(), name)
+        .filter(|p| paths::check_len(p).is_ok())
+        .unwrap_or_else(|| path.into());
     match sys::probe_socket(&probe_path).map_err(|e| NetError::io("probe", path, e))? {
         sys::Probe::Live => Err(NetError::AddressInUse { path: path.into() }),
         sys::Probe::Gone => Ok(()),
@@ -232,14 +235,34 @@ impl<'p> Staging<'p> {
             // Between mkdirat and this open another user may have renamed our
             // directory away and put something in its place: O_NOFOLLOW
             // refuses a symlink, and fstat refuses a directory not ours.
-            let Ok(fd) = at::open_dir_at(parent.as_fd(), &name) else {
-                return Err(NetError::Tampered {
-                    path: path.into(),
-                    what: "the private staging directory was replaced by a non-directory",
-                });
+            let fd = match at::open_dir_at(parent.as_fd(), &name) {
+                Ok(fd) => fd,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENOTDIR)) => {
+                    return Err(NetError::Tampered {
+                        path: path.into(),
+                        what: "the private staging directory was replaced by a non-directory",
+                    });
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(NetError::Tampered {
+                        path: path.into(),
+                        what: "the private staging directory was moved away",
+                    });
+                }
+                Err(e) => {
+                    // Out of descriptors, say: remove what we made, if it
+                    // is still ours, and report the real cause.
+                    remove_own_dir(parent, &name, me);
+                    return Err(NetError::io("open private directory in", parent_path, e));
+                }
             };
-            let st = at::stat_fd(fd.as_fd())
-                .map_err(|e| NetError::io("stat private directory in", parent_path, e))?;
+            let st = match at::stat_fd(fd.as_fd()) {
+                Ok(st) => st,
+                Err(e) => {
+                    remove_own_dir(parent, &name, me);
+                    return Err(NetError::io("stat private directory in", parent_path, e));
+                }
+            };
             if !st.is_dir() || st.uid != me || st.perm() & 0o077 != 0 {
                 return Err(NetError::Tampered {
                     path: path.into(),
@@ -305,6 +328,17 @@ impl<'p> Staging<'p> {
             }),
             Err(e) => Err(NetError::io("stat", self.display(), e)),
         }
+    }
+}
+
+/// Removes the directory `name` of `parent` if it is an (empty) directory
+/// of `uid`: what `mkdirat` made when the rest of the set-up failed.
+fn remove_own_dir(parent: &OwnedFd, name: &OsStr, uid: u32) {
+    if let Ok(Some(st)) = at::stat_at(parent.as_fd(), name)
+        && st.is_dir()
+        && st.uid == uid
+    {
+        let _ = at::rmdir_at(parent.as_fd(), name);
     }
 }
 

@@ -7,9 +7,10 @@ use std::time::Duration;
 use crate::net::NetError;
 use crate::rpc::RpcError;
 
-/// A plugin process that has exited, and how: the error every call in flight
-/// on it fails with (as the `source()` of the call's error), and what
-/// [`Plugin::exited`](super::Plugin::exited) reports.
+/// A plugin process that has exited, and how: what
+/// [`Plugin::exited`](super::Plugin::exited) reports. (Calls in flight on it
+/// fail with [`RpcError::PeerExited`], which carries the same pid and
+/// status.)
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("plugin {name:?} (pid {pid}) exited: {status}")]
 #[non_exhaustive]

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use super::error::PluginError;
 use super::handshake::{BOOTSTRAP, HANDSHAKE_METHOD, Hello, SHUTDOWN_METHOD, ServiceInfo};
-use super::{FD_ENV, PluginService};
+use super::{FD_ENV, HOST_ENV, PluginService};
 use crate::cred::Cred;
 use crate::net::Conn;
 use crate::rpc::{Server, ServerBuilder};
@@ -235,16 +235,38 @@ fn take_host_connection() -> Result<Conn, PluginError> {
         value: value.clone(),
         source,
     };
-    let n: i32 = value.trim().parse().map_err(|_| {
+    let invalid = |what: &str| {
         bad(std::io::Error::new(
             std::io::ErrorKind::InvalidInput,
-            "not a descriptor number",
+            what.to_owned(),
         ))
-    })?;
-    if TAKEN.swap(true, Ordering::SeqCst) {
+    };
+    let n: i32 = value
+        .trim()
+        .parse()
+        .map_err(|_| invalid("not a descriptor number"))?;
+    // The host's pid: the descriptor is taken only if its peer (the
+    // socketpair's creator) is that process, so that a program this plugin
+    // starts, which inherits the environment but not the descriptor, never
+    // takes a descriptor of its own for the host's.
+    let host_pid: i32 = std::env::var(HOST_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| invalid("the host's pid (UDS_PLUGIN_HOST) is missing"))?;
+    if TAKEN
+        .compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst)
+        .is_err()
+    {
         return Err(PluginError::AlreadyServing);
     }
-    let bootstrap = sys::process::take_inherited_socket(n).map_err(bad)?;
+    let bootstrap = match sys::process::take_inherited_socket(n, host_pid) {
+        Ok(fd) => fd,
+        Err(e) => {
+            // Nothing was taken: a later try may still succeed.
+            TAKEN.store(false, Ordering::SeqCst);
+            return Err(bad(e));
+        }
+    };
     let host = Cred::of_peer(&bootstrap).map_err(|e| bad(std::io::Error::other(e)))?;
     let me = sys::effective_uid();
     if host.uid != me && host.uid != 0 {

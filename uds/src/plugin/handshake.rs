@@ -66,8 +66,8 @@ impl Hello {
                     "expected `uds-plugin <version>`, got {:?}",
                     first_line(text)
                 )
-            })?
-            .to_owned();
+            })?;
+        let version = short(version).to_owned();
         let mut hello = Hello {
             version,
             pid: 0,
@@ -98,9 +98,15 @@ impl Hello {
     }
 }
 
+/// The first line of `text`, cut to 64 characters for an error message.
 fn first_line(text: &str) -> &str {
-    let line = text.lines().next().unwrap_or("");
-    &line[..line.len().min(64)]
+    short(text.lines().next().unwrap_or(""))
+}
+
+/// `s` cut to at most 64 characters (at a character boundary: the text is
+/// the peer's).
+pub(crate) fn short(s: &str) -> &str {
+    s.char_indices().nth(64).map_or(s, |(i, _)| &s[..i])
 }
 
 #[cfg(test)]
@@ -142,5 +148,17 @@ mod tests {
         assert!(Hello::parse(&[0xff]).is_err());
         // Unknown lines are room to grow.
         assert!(Hello::parse(b"uds-plugin 1\nfeature x\n").is_ok());
+        // The peer's text is cut at a character boundary, never mid-char.
+        let odd = format!("{}é and more\n", "x".repeat(63));
+        assert!(Hello::parse(odd.as_bytes()).unwrap_err().contains("xxx"));
+        let long = format!("uds-plugin {}é\n", "9".repeat(200));
+        assert_eq!(
+            Hello::parse(long.as_bytes())
+                .unwrap()
+                .version
+                .chars()
+                .count(),
+            64
+        );
     }
 }

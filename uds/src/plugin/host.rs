@@ -16,7 +16,7 @@ use super::error::PluginError;
 use super::handshake::{HANDSHAKE_METHOD, Hello, PROTOCOL_VERSION, ServiceInfo};
 use super::output::{self, Which};
 use super::supervisor::{Plugin, Restart};
-use super::{FD_ENV, PluginClient};
+use super::{FD_ENV, HOST_ENV, PluginClient};
 use crate::cred::Cred;
 use crate::net::Conn;
 use crate::rpc::{Client, ClientBuilder, CloseCause, RpcError};
@@ -74,6 +74,8 @@ pub struct Command {
     program: PathBuf,
     args: Vec<OsString>,
     envs: Vec<(OsString, OsString)>,
+    env_removed: Vec<OsString>,
+    env_cleared: bool,
     current_dir: Option<PathBuf>,
     name: Option<String>,
     handshake_timeout: Duration,
@@ -91,6 +93,8 @@ impl Command {
             program: program.as_ref().to_path_buf(),
             args: Vec::new(),
             envs: Vec::new(),
+            env_removed: Vec::new(),
+            env_cleared: false,
             current_dir: None,
             name: None,
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
@@ -117,6 +121,24 @@ impl Command {
     /// Sets an environment variable for the plugin (on top of the host's).
     pub fn env(mut self, key: impl Into<OsString>, value: impl Into<OsString>) -> Self {
         self.envs.push((key.into(), value.into()));
+        self
+    }
+
+    /// Removes an environment variable the plugin would inherit from the
+    /// host.
+    pub fn env_remove(mut self, key: impl Into<OsString>) -> Self {
+        let key = key.into();
+        self.envs.retain(|(k, _)| *k != key);
+        self.env_removed.push(key);
+        self
+    }
+
+    /// Starts the plugin with none of the host's environment (only what
+    /// [`Command::env`] sets afterwards, and the plugin's own variables).
+    pub fn env_clear(mut self) -> Self {
+        self.envs.clear();
+        self.env_removed.clear();
+        self.env_cleared = true;
         self
     }
 
@@ -187,6 +209,30 @@ impl Command {
         self.restart.as_ref()
     }
 
+    /// The child's command: the program, its arguments and environment,
+    /// the socket `fd` let through `exec`.
+    fn std_command(&self, fd: std::os::fd::RawFd) -> std::process::Command {
+        let mut cmd = std::process::Command::new(&self.program);
+        if self.env_cleared {
+            cmd.env_clear();
+        }
+        for key in &self.env_removed {
+            cmd.env_remove(key);
+        }
+        cmd.args(&self.args)
+            .envs(self.envs.iter().map(|(k, v)| (k, v)))
+            .env(FD_ENV, fd.to_string())
+            .env(HOST_ENV, std::process::id().to_string())
+            .stdin(Stdio::null())
+            .stdout(stdio(self.stdout))
+            .stderr(stdio(self.stderr));
+        if let Some(dir) = &self.current_dir {
+            cmd.current_dir(dir);
+        }
+        sys::process::inherit_fd_in_child(&mut cmd, fd, self.parent_death_kill);
+        cmd
+    }
+
     pub(super) fn display_name(&self) -> String {
         self.name.clone().unwrap_or_else(|| {
             self.program.file_name().map_or_else(
@@ -219,20 +265,17 @@ impl Command {
     /// every error, and by `kill_on_drop` if the future is dropped.
     pub(super) async fn start<C: PluginClient>(&self) -> Result<Started<C>, PluginError> {
         let name = self.display_name();
-        let (host_end, child_end) =
+        let (host_end, mut child_end) =
             std::os::unix::net::UnixStream::pair().map_err(|e| PluginError::io("socketpair", e))?;
-        let mut cmd = std::process::Command::new(&self.program);
-        cmd.args(&self.args)
-            .envs(self.envs.iter().map(|(k, v)| (k, v)))
-            .env(FD_ENV, child_end.as_raw_fd().to_string())
-            .stdin(Stdio::null())
-            .stdout(stdio(self.stdout))
-            .stderr(stdio(self.stderr));
-        if let Some(dir) = &self.current_dir {
-            cmd.current_dir(dir);
+        if child_end.as_raw_fd() < 3 {
+            // A host that closed its stdio would hand its socket over as
+            // fd 0-2, which the child's stdio then replaces: move it up
+            // (std's try_clone duplicates to 3 or above, close-on-exec).
+            child_end = child_end
+                .try_clone()
+                .map_err(|e| PluginError::io("duplicate the plugin's socket", e))?;
         }
-        sys::process::inherit_fd_in_child(&mut cmd, child_end.as_raw_fd(), self.parent_death_kill);
-        let mut cmd = tokio::process::Command::from(cmd);
+        let mut cmd = tokio::process::Command::from(self.std_command(child_end.as_raw_fd()));
         cmd.kill_on_drop(true);
         let mut child = cmd.spawn().map_err(|source| PluginError::Spawn {
             program: self.program.clone(),
@@ -248,23 +291,7 @@ impl Command {
                 status,
             });
         };
-        let mut forwarders = Vec::new();
-        if let Some(out) = child.stdout.take() {
-            forwarders.push(tokio::spawn(output::forward(
-                out,
-                Which::Stdout,
-                name.clone(),
-                pid,
-            )));
-        }
-        if let Some(err) = child.stderr.take() {
-            forwarders.push(tokio::spawn(output::forward(
-                err,
-                Which::Stderr,
-                name.clone(),
-                pid,
-            )));
-        }
+        let forwarders = forward_output(&mut child, &name, pid);
         // The client's calls fail with the child's exit status, not a bare
         // "connection closed", once the supervisor has read it.
         let (exit_tx, exit_rx) = watch::channel(None::<ExitStatus>);
@@ -318,8 +345,48 @@ impl Command {
             services: hello.services,
             child,
             exit: exit_tx,
-            forwarders,
+            forwarders: forwarders.disarm(),
         })
+    }
+}
+
+/// Starts forwarding the child's piped stdout and stderr into `tracing`.
+fn forward_output(child: &mut tokio::process::Child, name: &str, pid: u32) -> AbortOnDrop {
+    let mut tasks = Vec::new();
+    if let Some(out) = child.stdout.take() {
+        tasks.push(tokio::spawn(output::forward(
+            out,
+            Which::Stdout,
+            name.to_owned(),
+            pid,
+        )));
+    }
+    if let Some(err) = child.stderr.take() {
+        tasks.push(tokio::spawn(output::forward(
+            err,
+            Which::Stderr,
+            name.to_owned(),
+            pid,
+        )));
+    }
+    AbortOnDrop(tasks)
+}
+
+/// Output tasks of a child that has not passed its checks yet: stopped if
+/// it does not (a grandchild holding the pipes must not keep them alive).
+struct AbortOnDrop(Vec<JoinHandle<()>>);
+
+impl AbortOnDrop {
+    fn disarm(mut self) -> Vec<JoinHandle<()>> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
     }
 }
 
@@ -399,8 +466,10 @@ async fn greet(
         ));
     }
     let stream = std::os::unix::net::UnixStream::from(fd);
-    let creator = Cred::of_peer(&stream)
-        .map_err(|e| PluginError::io("read peer credentials", std::io::Error::other(e)))?;
+    let creator = Cred::of_peer(&stream).map_err(|_| PluginError::BadHandshake {
+        name: name.to_owned(),
+        what: "the plugin handed over something that is not a connected socket".to_owned(),
+    })?;
     if u32::try_from(creator.pid).ok() != Some(pid) {
         return Err(PluginError::NotOurChild {
             name: name.to_owned(),

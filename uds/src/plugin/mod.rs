@@ -80,6 +80,11 @@ use crate::rpc::{Client, ServerBuilder};
 /// is its socket to the host.
 pub const FD_ENV: &str = "UDS_PLUGIN_FD";
 
+/// The environment variable that tells a plugin its host's pid: the
+/// inherited socket is taken only if the kernel names that process as its
+/// peer.
+pub const HOST_ENV: &str = "UDS_PLUGIN_HOST";
+
 /// A client of one service, as `#[uds::service]` generates it (`…Client`):
 /// what a host needs to check a plugin and call it. Implemented by the
 /// macro; there is no need to implement it by hand.

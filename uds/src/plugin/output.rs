@@ -4,8 +4,10 @@
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Longest line forwarded as one event; a longer line is cut into pieces of
-/// this size, each marked `truncated = true`. This bounds the host's memory
-/// whatever the plugin writes.
+/// this size, each but the last marked `truncated = true` (a piece may end
+/// inside a UTF-8 character, shown as U+FFFD). This bounds the host's memory
+/// whatever the plugin writes. A subscriber slower than the plugin's output
+/// slows the plugin's writes (the pipe fills), never the host's memory.
 pub const MAX_LINE: usize = 8 * 1024;
 
 /// Which of the plugin's outputs a line came from.

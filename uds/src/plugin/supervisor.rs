@@ -17,6 +17,9 @@ use super::handshake::{SHUTDOWN_METHOD, ServiceInfo};
 use super::host::{Command, Started, check_service, killed};
 use crate::rpc::{CallOptions, Client};
 
+/// The shortest wait between a crash and a restart.
+const MIN_BACKOFF: Duration = Duration::from_millis(10);
+
 /// When and how often to restart a plugin that crashed (exited with a
 /// failure or was killed by a signal). A plugin that exits with success, or
 /// that the host stops or kills, is not restarted.
@@ -63,10 +66,12 @@ impl Restart {
         self
     }
 
-    /// The wait before the first restart, and the most it grows to.
+    /// The wait before the first restart (at least 10 ms, so that a plugin
+    /// crashing at start cannot make the host fork in a tight loop), and
+    /// the most it grows to.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
-        self.initial_backoff = initial;
-        self.max_backoff = max.max(initial);
+        self.initial_backoff = initial.max(MIN_BACKOFF);
+        self.max_backoff = max.max(self.initial_backoff);
         self
     }
 
@@ -172,7 +177,10 @@ impl<C: PluginClient> Plugin<C> {
 
     /// The typed client of the current plugin process (a cheap clone: every
     /// clone shares the connection). After a restart it is the new
-    /// process's.
+    /// process's: a client kept from before keeps the dead connection and
+    /// fails with [`RpcError::PeerExited`](crate::rpc::RpcError::PeerExited);
+    /// call `client()` (or [`Plugin::running`]) again for each piece of work
+    /// when a [`Restart`] policy is set.
     pub fn client(&self) -> C {
         self.current(|c| c.client.clone())
     }
@@ -292,13 +300,22 @@ impl<C: PluginClient> Plugin<C> {
     /// for it to exit; kills it if it has not exited after `grace`. Never
     /// restarts it. Returns its exit status.
     ///
+    /// The plugin gives its calls in flight its own grace period
+    /// ([`Serve::shutdown_grace`](super::Serve::shutdown_grace), 5 s by
+    /// default) and cancels what is left then; `grace` here bounds how long
+    /// the host waits for all of it.
+    ///
     /// # Errors
     /// None today (an unreachable plugin is killed); the `Result` leaves room
     /// for reporting a failed stop.
     pub async fn shutdown(self, grace: Duration) -> Result<ExitStatus, PluginError> {
         self.shared.stopping.store(true, Ordering::SeqCst);
         let deadline = tokio::time::Instant::now() + grace;
-        if self.try_status().is_none() {
+        if !self.state.borrow().up() {
+            // Crashed and waiting to restart: there is nothing to ask, and no
+            // new process must be started.
+            self.kill.cancel();
+        } else if self.try_status().is_none() {
             let rpc = self.rpc();
             let ask = rpc.call_with(SHUTDOWN_METHOD, Bytes::new(), CallOptions::timeout(grace));
             // A plugin already gone or wedged is killed below.
@@ -387,51 +404,63 @@ async fn run_supervisor<C: PluginClient>(
         }
         // Start a new process, with backoff, until one passes its checks or
         // the policy's limit is reached.
-        loop {
-            let used = tx.borrow().restarts;
-            if policy.max_restarts.is_some_and(|max| used >= max) {
-                tracing::warn!(target: "uds::plugin", plugin = %shared.name, restarts = used, "plugin crashed and its restart limit is reached; it stays down");
-                tx.send_modify(|s| s.stopped = true);
-                return;
-            }
-            tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = kill.cancelled() => {
-                    tx.send_modify(|s| s.stopped = true);
-                    return;
-                }
-            }
-            backoff = (backoff * 2).min(policy.max_backoff);
-            tx.send_modify(|s| s.restarts += 1);
-            let attempt = tokio::select! {
-                r = command.start::<C>() => r,
-                () = kill.cancelled() => {
-                    tx.send_modify(|s| s.stopped = true);
-                    return;
-                }
+        let Some(next) = restart(&command, policy, &mut backoff, &shared, &kill, &tx).await else {
+            tx.send_modify(|s| s.stopped = true);
+            return;
+        };
+        tracing::info!(target: "uds::plugin", plugin = %shared.name, old_pid = pid, pid = next.pid, "plugin restarted after a crash");
+        {
+            let mut current = shared
+                .current
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            *current = Current {
+                client: next.client.clone(),
+                rpc: next.rpc.clone(),
+                pid: next.pid,
+                services: next.services.clone(),
             };
-            match attempt {
-                Ok(next) => {
-                    tracing::info!(target: "uds::plugin", plugin = %shared.name, old_pid = pid, pid = next.pid, "plugin restarted after a crash");
-                    {
-                        let mut current = shared
-                            .current
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        *current = Current {
-                            client: next.client.clone(),
-                            rpc: next.rpc.clone(),
-                            pid: next.pid,
-                            services: next.services.clone(),
-                        };
-                    }
-                    started = next;
-                    tx.send_modify(|s| s.generation += 1);
-                    break;
-                }
-                Err(err) => {
-                    tracing::warn!(target: "uds::plugin", plugin = %shared.name, %err, retry_in = ?backoff, "restarting the plugin failed");
-                }
+        }
+        started = next;
+        tx.send_modify(|s| s.generation += 1);
+    }
+}
+
+/// Starts a new process after a crash: waits out the backoff, starts and
+/// checks, and tries again (with a longer wait) until one passes, the
+/// policy's limit is reached, or the plugin is being stopped (`None`).
+async fn restart<C: PluginClient>(
+    command: &Command,
+    policy: &Restart,
+    backoff: &mut Duration,
+    shared: &Shared<C>,
+    kill: &CancellationToken,
+    tx: &watch::Sender<State>,
+) -> Option<Started<C>> {
+    loop {
+        let used = tx.borrow().restarts;
+        if policy.max_restarts.is_some_and(|max| used >= max) {
+            tracing::warn!(target: "uds::plugin", plugin = %shared.name, restarts = used, "plugin crashed and its restart limit is reached; it stays down");
+            return None;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(*backoff) => {}
+            () = kill.cancelled() => return None,
+        }
+        // Stopped while waiting (shutdown, kill or drop): no new process.
+        if shared.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        *backoff = (*backoff * 2).min(policy.max_backoff);
+        tx.send_modify(|s| s.restarts += 1);
+        let attempt = tokio::select! {
+            r = command.start::<C>() => r,
+            () = kill.cancelled() => return None,
+        };
+        match attempt {
+            Ok(next) => return Some(next),
+            Err(err) => {
+                tracing::warn!(target: "uds::plugin", plugin = %shared.name, %err, retry_in = ?*backoff, "restarting the plugin failed");
             }
         }
     }

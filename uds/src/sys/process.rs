@@ -47,9 +47,9 @@ fn set_parent_death_kill(parent: nix::unistd::Pid) -> io::Result<()> {
     nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
     // The parent may have died before the request took effect.
     if nix::unistd::getppid() != parent {
-        return Err(io::Error::other(
-            "the host exited while starting the plugin",
-        ));
+        // No allocation here (between fork and exec): a plain errno, which
+        // is all std passes back to the parent anyway.
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
     Ok(())
 }
@@ -62,12 +62,14 @@ fn set_parent_death_kill(_parent: nix::unistd::Pid) -> io::Result<()> {
 }
 
 /// Takes ownership of descriptor `n`, inherited from the parent process, after
-/// checking that it is an open socket, and marks it close-on-exec so that
-/// the plugin's own children do not inherit it.
+/// checking that it is an open socket whose peer is process `peer_pid` (the
+/// creator of the socketpair), and marks it close-on-exec so that the
+/// plugin's own children do not inherit it.
 ///
-/// The caller must make sure nothing else in the process owns `n` (the
-/// plugin layer takes it once per process).
-pub(crate) fn take_inherited_socket(n: RawFd) -> io::Result<OwnedFd> {
+/// The peer check is what makes taking ownership sound: a descriptor this
+/// process opened itself has another peer (or is not a socket), so it is
+/// never taken for the inherited one. The plugin layer takes it once.
+pub(crate) fn take_inherited_socket(n: RawFd, peer_pid: i32) -> io::Result<OwnedFd> {
     if n < 0 {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -91,9 +93,20 @@ pub(crate) fn take_inherited_socket(n: RawFd) -> io::Result<OwnedFd> {
             "the inherited descriptor is not a socket",
         ));
     }
+    let peer = super::peer_cred(borrowed)?;
+    if peer.pid != peer_pid {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "the descriptor's peer is pid {}, not the host (pid {peer_pid})",
+                peer.pid
+            ),
+        ));
+    }
     fcntl(borrowed, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-    // SAFETY: `n` is open (checked above), and the plugin layer takes it
-    // exactly once per process, so this OwnedFd is its only owner.
+    // SAFETY: `n` is open (checked above) and is the socket the host passed
+    // (its peer is the host), which nothing else in this process owns: the
+    // plugin layer takes it once.
     Ok(unsafe { OwnedFd::from_raw_fd(n) })
 }
 
@@ -103,7 +116,12 @@ pub(crate) fn send_fd(sock: BorrowedFd<'_>, payload: &[u8], fd: BorrowedFd<'_>) 
     let fds = [fd.as_raw_fd()];
     let cmsg = [ControlMessage::ScmRights(&fds)];
     let iov = [IoSlice::new(payload)];
-    let sent = sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)?;
+    // A host already gone must be an error here, not a SIGPIPE.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let flags = MsgFlags::MSG_NOSIGNAL;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let flags = MsgFlags::empty();
+    let sent = sendmsg::<()>(sock.as_raw_fd(), &iov, &cmsg, flags, None)?;
     if sent != payload.len() {
         return Err(io::Error::new(
             io::ErrorKind::WriteZero,
@@ -122,7 +140,10 @@ pub(crate) fn recv_fd(
     sock: BorrowedFd<'_>,
     buf: &mut [u8],
 ) -> io::Result<(usize, Option<OwnedFd>)> {
-    let mut space = nix::cmsg_space!([RawFd; 4]);
+    // Room for as many descriptors as one message can carry (Linux's
+    // SCM_MAX_FD is 253), so the kernel never truncates the control data
+    // after installing descriptors we would then not see, and leak.
+    let mut space = nix::cmsg_space!([RawFd; 253]);
     let mut iov = [IoSliceMut::new(buf)];
     #[cfg(any(target_os = "linux", target_os = "android"))]
     let flags = MsgFlags::MSG_CMSG_CLOEXEC;
@@ -179,9 +200,14 @@ mod tests {
 
     #[test]
     fn only_an_open_socket_is_taken() {
-        assert!(take_inherited_socket(-1).is_err());
-        assert!(take_inherited_socket(1_000_000).is_err());
+        let me = nix::unistd::getpid().as_raw();
+        assert!(take_inherited_socket(-1, me).is_err());
+        assert!(take_inherited_socket(1_000_000, me).is_err());
         let file = tempfile::tempfile().unwrap();
-        assert!(take_inherited_socket(file.as_raw_fd()).is_err());
+        assert!(take_inherited_socket(file.as_raw_fd(), me).is_err());
+        // A socket whose peer is not the expected process is left alone.
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let err = take_inherited_socket(a.as_raw_fd(), me + 1).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
     }
 }
