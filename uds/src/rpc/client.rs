@@ -12,23 +12,21 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::defaults::{
+    DEFAULT_CALL_TIMEOUT, DEFAULT_STREAM_WINDOW, DEFAULT_WRITE_QUEUE, DEFAULT_WRITE_STALL,
+    MAX_STREAM_CREDIT,
+};
 use super::envelope::{Envelope, EnvelopeRef};
 use super::error::RpcError;
-use super::outbox::{DEFAULT_WRITE_STALL, Outbox};
+use super::outbox::Outbox;
 use crate::cred::Cred;
 use crate::frame::{DEFAULT_IDLE_RELEASE, DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameReader};
 use crate::log_limit::{MAX_LOGGED_TEXT, RateLimited, truncate};
 use crate::net::{Conn, NetError};
 
-/// Default time a call may take when none is given: 30 s.
-pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Longest timeout honoured; longer ones (e.g. `Duration::MAX` for "no
 /// timeout") are cut to this, about 95 years.
 const MAX_TIMEOUT: Duration = Duration::from_secs(3_000_000_000);
-
-/// Default bytes of frames queued for writing before callers wait: 4 MiB.
-pub const DEFAULT_WRITE_QUEUE: usize = 4 * 1024 * 1024;
 
 type Reply = Result<Bytes, RpcError>;
 
@@ -192,7 +190,7 @@ pub struct CallOptions {
 
 /// Largest stream window a client asks for (a uds server caps a client's
 /// outstanding credit at this).
-const MAX_STREAM_WINDOW: u32 = 4096;
+const MAX_STREAM_WINDOW: u32 = MAX_STREAM_CREDIT;
 
 impl CallOptions {
     /// Options with this timeout.
@@ -439,7 +437,7 @@ impl Client {
             .min(MAX_TIMEOUT);
         let window = opts
             .stream_window
-            .unwrap_or(super::DEFAULT_STREAM_WINDOW)
+            .unwrap_or(DEFAULT_STREAM_WINDOW)
             .clamp(1, MAX_STREAM_WINDOW);
         // The window's items and the end: see `StreamWaiter`.
         let (tx, rx) = mpsc::channel(window as usize + 1);

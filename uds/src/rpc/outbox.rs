@@ -149,10 +149,6 @@ pub(crate) struct Outbox {
     broken: tokio_util::sync::CancellationToken,
 }
 
-/// Default time a connection's writes may make no progress before the peer
-/// is taken to have stopped reading and the connection is broken: 30 s.
-pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(30);
-
 /// Rounds a caller that found the connection idle writes what others queued
 /// meanwhile, before leaving the rest to the writer task.
 const INLINE_ROUNDS: usize = 4;
