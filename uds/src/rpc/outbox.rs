@@ -96,7 +96,94 @@ struct Queue {
     active: bool,
 }
 
+/// What [`Queue::enqueue`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enqueued {
+    /// Over the high-water mark: nothing queued; wait for room.
+    Full,
+    /// Queued; whoever is writing (a caller, or the writer task woken for
+    /// what was queued before) writes it too.
+    Queued,
+    /// Queued on an idle connection: the caller now holds the `writing`
+    /// token and writes it at once.
+    WriteNow,
+}
+
+/// What a caller that wrote inline does next; see
+/// [`Queue::after_inline_write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterWrite {
+    /// More was queued meanwhile: write another round.
+    Again,
+    /// The batch was not written through: the writer task has it (and the
+    /// token).
+    HandedOff,
+    /// Nothing left: the token is released. `finishing`: the outbox is
+    /// closing, and the writer task waits for the token.
+    Released { finishing: bool },
+}
+
 impl Queue {
+    /// Encodes a frame into the queue if it may be queued: the decision of
+    /// a push, made under the lock, with no I/O. `limit` is the high-water
+    /// mark (`None`: queue regardless); a frame always fits an empty queue.
+    fn enqueue(
+        &mut self,
+        env: &EnvelopeRef<'_>,
+        data: Option<&Bytes>,
+        limit: Option<usize>,
+    ) -> Result<Enqueued, Closed> {
+        if let Some(c) = &self.closed {
+            return Err(c.clone());
+        }
+        if self.finish {
+            return Err(Closed::Shutdown);
+        }
+        let body_len = env.encoded_len();
+        let mut hdr = [0u8; MAX_HEADER_LEN];
+        let hlen = encode_header(body_len, &mut hdr);
+        let total = hlen + body_len;
+        if limit.is_some_and(|max| self.queued > 0 && self.queued + total > max) {
+            return Ok(Enqueued::Full);
+        }
+        let was_empty = self.queued == 0;
+        self.active = true;
+        let b = &mut self.batch;
+        b.small.extend_from_slice(&hdr[..hlen]);
+        match data {
+            Some(big) if big.len() >= BIG_DATA => {
+                env.encode_prefix(&mut b.small);
+                let at = b.small.len();
+                b.big.push((at, big.clone()));
+                env.encode_suffix(&mut b.small);
+            }
+            _ => env.encode(&mut b.small),
+        }
+        self.queued += total;
+        if self.writing || !was_empty {
+            return Ok(Enqueued::Queued);
+        }
+        self.writing = true;
+        Ok(Enqueued::WriteNow)
+    }
+
+    /// Takes back a batch a caller wrote inline (`done`: all of it, without
+    /// error) and decides what it does next.
+    fn after_inline_write(&mut self, batch: Batch, done: bool) -> AfterWrite {
+        if !done {
+            self.handoff = Some(batch);
+            return AfterWrite::HandedOff;
+        }
+        self.recycle(batch);
+        if self.queued == 0 || self.closed.is_some() {
+            self.writing = false;
+            return AfterWrite::Released {
+                finishing: self.finish,
+            };
+        }
+        AfterWrite::Again
+    }
+
     /// Takes the queued frames, leaving the spare batch in their place.
     fn take_batch(&mut self) -> Batch {
         let spare = std::mem::take(&mut self.spare);
@@ -185,52 +272,35 @@ impl Outbox {
     /// Queues a frame if there is room (or the queue is empty). `Ok(false)`:
     /// full, try again after `space` is notified.
     ///
-    /// When nothing else is queued or being written, the caller writes the
-    /// frame itself with non-blocking writes (outside the lock, holding the
-    /// `writing` token so no other frame can get between its bytes), then
-    /// whatever others queued meanwhile, for a few rounds: an idle or lightly
-    /// loaded connection's frames go out without waking the writer task.
-    /// What the socket does not take at once is handed to the writer task.
+    /// The decision is [`Queue::enqueue`], under the lock; when it makes
+    /// this caller the writer, [`write_inline`](Self::write_inline) writes
+    /// the frame at once.
     fn try_push(
         &self,
         env: &EnvelopeRef<'_>,
         data: Option<&Bytes>,
         force: bool,
     ) -> Result<bool, Closed> {
-        let body_len = env.encoded_len();
-        let mut hdr = [0u8; MAX_HEADER_LEN];
-        let hlen = encode_header(body_len, &mut hdr);
-        let total = hlen + body_len;
+        let limit = if force { None } else { Some(self.high_water) };
         let mut q = self.lock();
-        if let Some(c) = &q.closed {
-            return Err(c.clone());
-        }
-        if q.finish {
-            return Err(Closed::Shutdown);
-        }
-        if !force && q.queued > 0 && q.queued + total > self.high_water {
-            return Ok(false);
-        }
-        let was_empty = q.queued == 0;
-        q.active = true;
-        let b = &mut q.batch;
-        b.small.extend_from_slice(&hdr[..hlen]);
-        match data {
-            Some(big) if big.len() >= BIG_DATA => {
-                env.encode_prefix(&mut b.small);
-                let at = b.small.len();
-                b.big.push((at, big.clone()));
-                env.encode_suffix(&mut b.small);
+        match q.enqueue(env, data, limit)? {
+            Enqueued::Full => Ok(false),
+            Enqueued::Queued => Ok(true),
+            Enqueued::WriteNow => {
+                self.write_inline(q);
+                Ok(true)
             }
-            _ => env.encode(&mut b.small),
         }
-        q.queued += total;
-        if q.writing || !was_empty {
-            // Whoever holds the token, or the writer task woken for what
-            // was queued already, writes this frame too.
-            return Ok(true);
-        }
-        q.writing = true;
+    }
+
+    /// Writes what is queued with non-blocking writes, outside the lock,
+    /// holding the `writing` token (set by [`Queue::enqueue`]) so that no
+    /// other frame can get between its bytes; then whatever others queued
+    /// meanwhile, for a few rounds: an idle or lightly loaded connection's
+    /// frames go out without waking the writer task. What the socket does
+    /// not take at once is handed to the writer task. Synchronous, so a
+    /// caller's future being dropped cannot leave half a frame behind.
+    fn write_inline<'a>(&'a self, mut q: MutexGuard<'a, Queue>) {
         for round in 0..INLINE_ROUNDS {
             let mut batch = q.take_batch();
             drop(q);
@@ -242,36 +312,34 @@ impl Outbox {
             // An error other than "would block" stops the inline write; the
             // writer task meets it again and breaks the outbox.
             let failed = write_now(self.sock.as_ref(), &mut cursor).is_err();
-            let done = cursor.done();
+            let done = cursor.done() && !failed;
             batch.skip = cursor.position();
             if done {
                 // Release the payloads outside the lock.
                 batch.big.clear();
             }
             q = self.lock();
-            if !done || failed {
-                q.handoff = Some(batch);
-                drop(q);
-                self.wake_writer.notify_one();
-                return Ok(true);
-            }
-            q.recycle(batch);
-            if q.queued == 0 || q.closed.is_some() {
-                q.writing = false;
-                let finishing = q.finish;
-                drop(q);
-                if finishing {
-                    // The writer task may be waiting for the token to close.
+            match q.after_inline_write(batch, done) {
+                AfterWrite::Again => {}
+                AfterWrite::HandedOff => {
+                    drop(q);
                     self.wake_writer.notify_one();
+                    return;
                 }
-                return Ok(true);
+                AfterWrite::Released { finishing } => {
+                    drop(q);
+                    if finishing {
+                        // The writer task may be waiting for the token to close.
+                        self.wake_writer.notify_one();
+                    }
+                    return;
+                }
             }
         }
         // Others keep queueing: the writer task takes over.
         q.writing = false;
         drop(q);
         self.wake_writer.notify_one();
-        Ok(true)
     }
 
     /// Queues a frame, waiting while the queue is over its high-water mark.
@@ -540,4 +608,114 @@ async fn write_all(
             })??;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(data: &[u8]) -> EnvelopeRef<'_> {
+        EnvelopeRef {
+            id: 1,
+            data,
+            ..EnvelopeRef::default()
+        }
+    }
+
+    /// Bytes a frame of `env` takes in the queue, header included.
+    fn framed(env: &EnvelopeRef<'_>) -> usize {
+        let mut hdr = [0u8; MAX_HEADER_LEN];
+        encode_header(env.encoded_len(), &mut hdr) + env.encoded_len()
+    }
+
+    #[test]
+    fn the_first_frame_on_an_idle_connection_is_written_by_its_caller() {
+        let mut q = Queue::default();
+        let e = env(b"hello");
+        assert_eq!(q.enqueue(&e, None, Some(1)).unwrap(), Enqueued::WriteNow);
+        assert!(q.writing && q.active);
+        assert_eq!(
+            q.queued,
+            framed(&e),
+            "over the mark, but the queue was empty"
+        );
+        // The token is taken: the next frame is only queued.
+        assert_eq!(q.enqueue(&e, None, None).unwrap(), Enqueued::Queued);
+        assert_eq!(q.queued, 2 * framed(&e));
+    }
+
+    #[test]
+    fn a_frame_over_the_high_water_mark_waits_unless_forced() {
+        let mut q = Queue::default();
+        let e = env(&[7; 100]);
+        let one = framed(&e);
+        assert_eq!(q.enqueue(&e, None, Some(one)).unwrap(), Enqueued::WriteNow);
+        assert_eq!(q.enqueue(&e, None, Some(one)).unwrap(), Enqueued::Full);
+        assert_eq!(q.queued, one, "a full push queues nothing");
+        assert_eq!(q.enqueue(&e, None, None).unwrap(), Enqueued::Queued);
+        assert_eq!(q.queued, 2 * one);
+    }
+
+    #[test]
+    fn frames_queued_behind_others_leave_the_writing_to_whoever_writes() {
+        let mut q = Queue::default();
+        let e = env(b"x");
+        q.enqueue(&e, None, None).unwrap();
+        q.writing = false; // as if the writer task took the token back
+        assert_eq!(q.enqueue(&e, None, None).unwrap(), Enqueued::Queued);
+        assert!(!q.writing, "the writer task was woken for the first frame");
+    }
+
+    #[test]
+    fn a_closed_or_finishing_queue_refuses_frames() {
+        let mut q = Queue {
+            finish: true,
+            ..Queue::default()
+        };
+        assert_eq!(q.enqueue(&env(b"x"), None, None), Err(Closed::Shutdown));
+        q.closed = Some(Closed::Broken("gone".into()));
+        assert_eq!(
+            q.enqueue(&env(b"x"), None, None),
+            Err(Closed::Broken("gone".into()))
+        );
+        assert_eq!(q.queued, 0);
+    }
+
+    #[test]
+    fn large_data_is_queued_by_reference_not_copied() {
+        let mut q = Queue::default();
+        let big = Bytes::from(vec![3u8; BIG_DATA]);
+        let e = env(&big);
+        q.enqueue(&e, Some(&big), None).unwrap();
+        assert_eq!(q.batch.big.len(), 1);
+        assert_eq!(q.batch.big[0].1.as_ptr(), big.as_ptr());
+        assert_eq!(q.batch.small.len() + big.len(), framed(&e));
+        let small = Bytes::from_static(b"small");
+        q.enqueue(&env(&small), Some(&small), None).unwrap();
+        assert_eq!(q.batch.big.len(), 1, "small data is copied");
+    }
+
+    #[test]
+    fn after_an_inline_write_the_caller_goes_on_hands_off_or_lets_go() {
+        let mut q = Queue::default();
+        let e = env(b"x");
+        q.enqueue(&e, None, None).unwrap();
+        let batch = q.take_batch();
+        assert_eq!(
+            q.after_inline_write(batch, true),
+            AfterWrite::Released { finishing: false }
+        );
+        assert!(!q.writing);
+
+        q.enqueue(&e, None, None).unwrap();
+        let batch = q.take_batch();
+        q.enqueue(&e, None, None).unwrap(); // queued meanwhile
+        assert_eq!(q.after_inline_write(batch, true), AfterWrite::Again);
+        let batch = q.take_batch();
+        assert_eq!(q.after_inline_write(batch, false), AfterWrite::HandedOff);
+        assert!(
+            q.writing && q.handoff.is_some(),
+            "the writer task holds it now"
+        );
+    }
 }
