@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -22,7 +21,7 @@ use super::outbox::Outbox;
 use crate::cred::Cred;
 use crate::frame::{DEFAULT_IDLE_RELEASE, DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameReader};
 use crate::log_limit::{MAX_LOGGED_TEXT, RateLimited, truncate};
-use crate::net::{Conn, NetError};
+use crate::net::{Conn, NetError, ReadHalf};
 
 /// Longest timeout honoured; longer ones (e.g. `Duration::MAX` for "no
 /// timeout") are cut to this, about 95 years.
@@ -129,9 +128,9 @@ impl ClientBuilder {
     /// runtime; spawns one reader and one writer task, both stopped when the
     /// last clone of the client is dropped.
     pub fn build(self, conn: Conn) -> Client {
-        let (stream, peer) = conn.into_parts();
-        super::widen_send_buffer(&stream);
-        let (rd, wr) = stream.into_split();
+        let peer = conn.peer_cred().clone();
+        let (rd, wr) = conn.into_split();
+        super::widen_send_buffer(&wr);
         let outbox = Arc::new(Outbox::new(wr, self.write_queue, DEFAULT_WRITE_STALL));
         let calls = Arc::new(CallTable::default());
         let writer = tokio::spawn({
@@ -549,7 +548,7 @@ pub(crate) fn unix_nanos_after(after: Duration) -> i64 {
 }
 
 async fn read_replies(
-    mut reader: FrameReader<OwnedReadHalf>,
+    mut reader: FrameReader<ReadHalf>,
     calls: Arc<CallTable>,
     outbox: Arc<Outbox>,
     cancels: bool,

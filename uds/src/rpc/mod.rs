@@ -65,9 +65,8 @@ pub use server::{Context, ServedConnection, Server, ServerBuilder, ShutdownRepor
 
 /// Applies [`SEND_BUFFER`](defaults::SEND_BUFFER); failure only costs
 /// throughput, so it is logged.
-fn widen_send_buffer(stream: &tokio::net::UnixStream) {
-    use std::os::fd::AsFd;
-    if let Err(e) = crate::sys::set_send_buffer(stream.as_fd(), defaults::SEND_BUFFER) {
+fn widen_send_buffer(sock: &crate::net::WriteHalf) {
+    if let Err(e) = sock.set_send_buffer(defaults::SEND_BUFFER) {
         tracing::debug!(%e, "could not widen the socket's send buffer");
     }
 }

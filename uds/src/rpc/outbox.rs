@@ -22,15 +22,12 @@ use std::io::{self, IoSlice};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use std::os::fd::AsFd;
-
 use bytes::Bytes;
-use tokio::net::UnixStream;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use super::envelope::EnvelopeRef;
 use crate::frame::{MAX_HEADER_LEN, encode_header};
+use crate::net::WriteHalf;
 
 /// `data` fields at least this large are written from the caller's `Bytes`.
 const BIG_DATA: usize = 8 * 1024;
@@ -225,7 +222,7 @@ pub(crate) struct Outbox {
     /// The socket's write side. Written by a caller while nothing else is
     /// queued or being written (see [`Outbox::try_push`]), else by the
     /// writer task.
-    sock: OwnedWriteHalf,
+    sock: WriteHalf,
     wake_writer: Notify,
     space: Notify,
     high_water: usize,
@@ -246,7 +243,10 @@ const INLINE_ROUNDS: usize = 4;
 const IDLE_RELEASE: Duration = crate::frame::DEFAULT_IDLE_RELEASE;
 
 impl Outbox {
-    pub(crate) fn new(sock: OwnedWriteHalf, high_water: usize, stall: Duration) -> Self {
+    /// An outbox writing to `sock`. A write timeout kept on `sock` shorter
+    /// than `stall` applies instead.
+    pub(crate) fn new(sock: WriteHalf, high_water: usize, stall: Duration) -> Self {
+        let stall = sock.write_timeout().map_or(stall, |t| t.min(stall));
         Outbox {
             queue: Mutex::new(Queue::default()),
             sock,
@@ -311,7 +311,7 @@ impl Outbox {
             let mut cursor = Cursor::new(&batch.small, &batch.big, batch.skip);
             // An error other than "would block" stops the inline write; the
             // writer task meets it again and breaks the outbox.
-            let failed = write_now(self.sock.as_ref(), &mut cursor).is_err();
+            let failed = write_now(&self.sock, &mut cursor).is_err();
             let done = cursor.done() && !failed;
             batch.skip = cursor.position();
             if done {
@@ -395,13 +395,13 @@ impl Outbox {
     /// aborted, so the peer sees end-of-stream even while a handler's
     /// `Context` keeps the connection state alive.
     pub(crate) async fn run_writer(&self) {
-        struct ShutdownOnDrop<'a>(&'a UnixStream);
+        struct ShutdownOnDrop<'a>(&'a WriteHalf);
         impl Drop for ShutdownOnDrop<'_> {
             fn drop(&mut self) {
-                let _ = crate::sys::shutdown_write(self.0.as_fd());
+                let _ = self.0.shutdown_write();
             }
         }
-        let _shutdown = ShutdownOnDrop(self.sock.as_ref());
+        let _shutdown = ShutdownOnDrop(&self.sock);
         self.write_queued().await;
     }
 
@@ -460,7 +460,7 @@ impl Outbox {
             }
             let cursor = Cursor::new(&batch.small, &batch.big, batch.skip);
             let written = tokio::select! {
-                r = write_all(self.sock.as_ref(), cursor, self.stall) => r,
+                r = write_all(&self.sock, cursor, self.stall) => r,
                 () = self.broken.cancelled() => return,
             };
             if let Err(e) = written {
@@ -570,7 +570,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// Writes what the socket takes without waiting.
-fn write_now(sock: &UnixStream, c: &mut Cursor<'_>) -> io::Result<()> {
+fn write_now(sock: &WriteHalf, c: &mut Cursor<'_>) -> io::Result<()> {
     while !c.done() {
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
         let n_iov = c.fill(&mut iov);
@@ -587,7 +587,7 @@ fn write_now(sock: &UnixStream, c: &mut Cursor<'_>) -> io::Result<()> {
 /// Writes everything from the cursor on, failing if no byte can be written
 /// for `no_progress_limit`.
 async fn write_all(
-    sock: &UnixStream,
+    sock: &WriteHalf,
     mut c: Cursor<'_>,
     no_progress_limit: Duration,
 ) -> io::Result<()> {

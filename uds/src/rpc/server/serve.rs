@@ -7,7 +7,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::Interest;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 
@@ -19,11 +18,11 @@ use super::peers::{PeerHold, acquire_slots};
 use super::shared::Shared;
 use crate::cred::Cred;
 use crate::frame::{FrameConfig, FrameError, FrameReader};
-use crate::net::Conn;
+use crate::net::{Conn, ReadHalf};
 use crate::rpc::error::HandlerError;
 use crate::rpc::outbox::Outbox;
 
-type Reader = FrameReader<tokio::net::unix::OwnedReadHalf>;
+type Reader = FrameReader<ReadHalf>;
 
 /// Why a connection's read loop ended; decides what happens to the calls
 /// in flight.
@@ -43,13 +42,13 @@ enum ReadEnd {
 /// Serves a connection until it ends and every call on it has finished (or
 /// been stopped). The connection task's body.
 pub(super) async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
-    let (stream, peer) = conn.into_parts();
-    let Some(hold) = admit(&shared, &peer) else {
+    let Some(hold) = admit(&shared, conn.peer_cred()) else {
         // Dropped unread: the peer sees the connection close.
         return;
     };
-    super::super::widen_send_buffer(&stream);
-    let (rd, wr) = stream.into_split();
+    let peer = conn.peer_cred().clone();
+    let (rd, wr) = conn.into_split();
+    super::super::widen_send_buffer(&wr);
     let state = Arc::new(ConnState {
         outbox: Outbox::new(wr, shared.config.write_queue, shared.config.write_stall),
         calls: Arc::new(InFlightCalls::default()),
@@ -233,12 +232,10 @@ fn frame_body(
 }
 
 async fn peer_fully_closed(reader: &Reader) -> bool {
-    let stream: &tokio::net::UnixStream = reader.get_ref().as_ref();
-    match tokio::time::timeout(Duration::from_millis(10), stream.ready(Interest::WRITABLE)).await {
-        Ok(Ok(ready)) => ready.is_write_closed(),
-        Ok(Err(_)) => true,
-        Err(_) => false,
-    }
+    reader
+        .get_ref()
+        .peer_hung_up(Duration::from_millis(10))
+        .await
 }
 
 /// Completes once the connection has had no call in flight for `timeout`.
