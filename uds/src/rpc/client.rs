@@ -395,7 +395,7 @@ impl Client {
             Ok(Err(closed)) => {
                 guard.armed = false;
                 inner.calls.lock().pending.remove(&id);
-                return Err(RpcError::closed(closed));
+                return Err(closed.into_rpc_error());
             }
             Err(_) => return Err(deadline_error(timeout)),
         }
@@ -463,7 +463,7 @@ impl Client {
         if let Err(closed) = inner.outbox.push(&env, Some(&data)).await {
             stream.done = true;
             inner.calls.lock().pending.remove(&id);
-            return Err(RpcError::closed(closed));
+            return Err(closed.into_rpc_error());
         }
         Ok(stream)
     }
@@ -560,8 +560,8 @@ async fn read_replies(
             Ok(None) => break RpcError::closed("the server closed the connection"),
             Err(e) => {
                 break match e {
-                    crate::frame::FrameError::Io(io) => RpcError::closed(io),
-                    crate::frame::FrameError::Truncated { .. } => RpcError::closed(e),
+                    crate::frame::FrameError::Io(io) => RpcError::closed_by(io),
+                    e @ crate::frame::FrameError::Truncated { .. } => RpcError::closed_by(e),
                     other => RpcError::Protocol {
                         reason: other.to_string(),
                     },

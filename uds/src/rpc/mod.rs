@@ -60,7 +60,7 @@ pub use defaults::{
     TOO_MANY_CALLS,
 };
 pub use envelope::{Envelope, EnvelopeError, field};
-pub use error::{ErrorCode, HandlerError, RpcError};
+pub use error::{BuildError, ErrorCode, HandlerError, RpcError, SharedError};
 pub use server::{Context, ServedConnection, Server, ServerBuilder, ShutdownReport};
 
 /// Applies [`SEND_BUFFER`](defaults::SEND_BUFFER); failure only costs

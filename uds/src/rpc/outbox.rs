@@ -26,6 +26,7 @@ use bytes::Bytes;
 use tokio::sync::Notify;
 
 use super::envelope::EnvelopeRef;
+use super::error::{RpcError, SharedError};
 use crate::frame::{MAX_HEADER_LEN, encode_header};
 use crate::net::WriteHalf;
 
@@ -37,8 +38,10 @@ const MAX_IOV: usize = 64;
 /// Why the outbox refuses frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Closed {
-    /// The writer failed; the connection is gone.
+    /// The connection is gone (said why, in words).
     Broken(String),
+    /// A write failed with this error; the connection is gone.
+    Failed(SharedError),
     /// The outbox was closed on purpose.
     Shutdown,
 }
@@ -47,7 +50,23 @@ impl std::fmt::Display for Closed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Closed::Broken(e) => write!(f, "write failed: {e}"),
+            Closed::Failed(e) => write!(f, "write failed: {e}"),
             Closed::Shutdown => f.write_str("connection is shutting down"),
+        }
+    }
+}
+
+impl Closed {
+    /// The error of a call that could not be sent; a write error is its
+    /// source.
+    pub(crate) fn into_rpc_error(self) -> RpcError {
+        let source = match &self {
+            Closed::Failed(e) => Some(e.clone()),
+            Closed::Broken(_) | Closed::Shutdown => None,
+        };
+        RpcError::ConnectionClosed {
+            reason: self.to_string(),
+            source,
         }
     }
 }
@@ -380,9 +399,19 @@ impl Outbox {
 
     /// Marks the outbox broken (e.g. the reader saw the connection die).
     pub(crate) fn break_with(&self, why: &str) {
+        self.break_as(Closed::Broken(why.to_owned()));
+    }
+
+    /// Marks the outbox broken by a write error, kept as the source of the
+    /// errors of calls that could not be sent.
+    fn break_by(&self, err: io::Error) {
+        self.break_as(Closed::Failed(SharedError::new(err)));
+    }
+
+    fn break_as(&self, closed: Closed) {
         let mut q = self.lock();
         if q.closed.is_none() {
-            q.closed = Some(Closed::Broken(why.to_owned()));
+            q.closed = Some(closed);
         }
         drop(q);
         self.broken.cancel();
@@ -465,7 +494,7 @@ impl Outbox {
             };
             if let Err(e) = written {
                 tracing::debug!(%e, "rpc connection write failed");
-                self.break_with(&e.to_string());
+                self.break_by(e);
                 return;
             }
             // Release the payloads outside the lock.

@@ -19,7 +19,7 @@ use crate::rpc::defaults::{
     DEFAULT_MAX_QUEUED_PER_PROCESS, DEFAULT_MAX_QUEUED_PER_USER, DEFAULT_MAX_TIMEOUT,
     DEFAULT_WRITE_QUEUE, DEFAULT_WRITE_STALL,
 };
-use crate::rpc::error::{HandlerError, RpcError};
+use crate::rpc::error::{BuildError, HandlerError};
 
 /// Limits and timeouts of a server.
 #[derive(Debug, Clone)]
@@ -39,6 +39,39 @@ pub(super) struct Config {
     pub(super) max_queued_per_process: usize,
     pub(super) max_queued_per_user: usize,
     pub(super) max_connections_per_user: usize,
+}
+
+impl Config {
+    /// Checks the limits, and makes `write_queue` at least 1 byte.
+    fn validate(&mut self) -> Result<(), BuildError> {
+        let max = Semaphore::MAX_PERMITS;
+        let call_limits = [
+            ("max_calls", self.max_calls),
+            ("max_calls_per_connection", self.max_calls_per_conn),
+            ("max_calls_per_process", self.max_calls_per_process),
+            ("max_calls_per_user", self.max_calls_per_user),
+        ];
+        let limits = call_limits
+            .into_iter()
+            .map(|(setting, value)| (setting, value, max))
+            .chain([(
+                "max_connections_per_user",
+                self.max_connections_per_user,
+                usize::MAX,
+            )]);
+        for (setting, value, max) in limits {
+            if value == 0 || value > max {
+                return Err(BuildError::OutOfRange {
+                    setting,
+                    value,
+                    min: 1,
+                    max,
+                });
+            }
+        }
+        self.write_queue = self.write_queue.max(1);
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -160,7 +193,7 @@ impl ServerBuilder {
     /// Bytes of replies queued per connection before handlers wait to
     /// reply (default 4 MiB).
     pub fn write_queue(mut self, bytes: usize) -> Self {
-        self.config.write_queue = bytes.max(1);
+        self.config.write_queue = bytes;
         self
     }
 
@@ -245,37 +278,76 @@ impl ServerBuilder {
         self
     }
 
-    /// Builds the server.
-    pub fn build(self) -> Result<Server, RpcError> {
+    /// Builds the server. Every setting is checked here, and only here.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::DuplicateMethods`] if a method was registered twice;
+    /// [`BuildError::OutOfRange`] if a call limit is 0 or above
+    /// [`Semaphore::MAX_PERMITS`], or `max_connections_per_user` is 0.
+    pub fn build(mut self) -> Result<Server, BuildError> {
         if !self.duplicates.is_empty() {
-            return Err(RpcError::Config {
-                message: format!(
-                    "methods registered more than once: {}",
-                    self.duplicates.join(", ")
-                ),
+            return Err(BuildError::DuplicateMethods {
+                methods: self.duplicates,
             });
         }
-        let c = &self.config;
-        let limits = [
-            c.max_calls,
-            c.max_calls_per_conn,
-            c.max_calls_per_process,
-            c.max_calls_per_user,
-        ];
-        if limits.iter().any(|&n| n == 0 || n > Semaphore::MAX_PERMITS) {
-            return Err(RpcError::Config {
-                message: format!(
-                    "call limits must be between 1 and {}",
-                    Semaphore::MAX_PERMITS
-                ),
-            });
-        }
-        if c.max_connections_per_user == 0 {
-            return Err(RpcError::Config {
-                message: "max_connections_per_user must be at least 1".to_owned(),
-            });
-        }
+        self.config.validate()?;
         let shared = Arc::new(Shared::new(self.handlers, self.config));
         Ok(Server::from_shared(shared))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_limit_is_checked_at_build_by_name() {
+        let err = Server::builder().max_calls_per_user(0).build().unwrap_err();
+        assert_eq!(
+            err,
+            BuildError::OutOfRange {
+                setting: "max_calls_per_user",
+                value: 0,
+                min: 1,
+                max: Semaphore::MAX_PERMITS,
+            }
+        );
+        let err = Server::builder()
+            .max_calls(Semaphore::MAX_PERMITS + 1)
+            .build()
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("max_calls must be between 1 and"),
+            "{err}"
+        );
+        let err = Server::builder()
+            .max_connections_per_user(0)
+            .build()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            BuildError::OutOfRange {
+                setting: "max_connections_per_user",
+                ..
+            }
+        ));
+        assert!(
+            Server::builder().write_queue(0).build().is_ok(),
+            "0 means 1 byte"
+        );
+    }
+
+    #[test]
+    fn duplicates_are_named() {
+        let echo = |_: Context, r: Bytes| async move { Ok(r) };
+        let err = Server::builder()
+            .handler("/a", echo)
+            .handler("/b", echo)
+            .handler("/a", echo)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.to_string(), "methods registered more than once: /a");
     }
 }
