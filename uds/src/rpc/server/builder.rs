@@ -99,6 +99,12 @@ impl Default for Config {
 /// Registers handlers and sets limits; [`ServerBuilder::build`] makes the
 /// [`Server`]. Handlers are fixed once built: nothing can race a
 /// registration against dispatch.
+///
+/// Conventions shared with [`ClientBuilder`](crate::rpc::ClientBuilder): a
+/// time limit that may be turned off takes an `Option<Duration>` (`None`:
+/// no limit); one that must stay bounded (the write-stall limit, the
+/// client's call timeout) takes a `Duration`. Setters only record; every
+/// check is made by [`build`](Self::build).
 #[must_use = "a builder does nothing until .build()"]
 pub struct ServerBuilder {
     pub(super) handlers: HashMap<Box<str>, Arc<dyn ErasedHandler>>,

@@ -59,7 +59,7 @@ impl Drop for Owner {
 ///
 /// Calls are bounded per connection, per peer process, per user and per
 /// server; a request beyond its peer's queue quota is answered with a
-/// server error reading [`TOO_MANY_CALLS`]. Connections are bounded per
+/// server error reading [`TOO_MANY_CALLS`](crate::rpc::TOO_MANY_CALLS). Connections are bounded per
 /// user ([`ServerBuilder::max_connections_per_user`]). Every log line a
 /// peer can trigger is rate-limited (one a second per kind).
 #[derive(Clone)]
@@ -89,6 +89,8 @@ pub struct ServedConnection {
 impl ServedConnection {
     /// Waits until the connection has ended — the peer closed it, it failed,
     /// or the server stopped — and every call on it has finished.
+    ///
+    /// # Cancel safety
     ///
     /// Cancel safe: dropping the future leaves the connection served.
     pub async fn closed(&mut self) {
@@ -149,6 +151,10 @@ impl Server {
     /// Serving keeps the server alive: `Server::builder().build()?.serve(l)`
     /// on a temporary serves, although no handle is kept. Stop it with
     /// [`shutdown`](Self::shutdown) on any clone.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (as `tokio::spawn` does).
     pub fn serve(&self, listener: Listener) {
         let shared = self.shared().clone();
         // The accept loop owns a handle: dropping every other one must not
@@ -181,6 +187,10 @@ impl Server {
     /// Serves one connection (for example an end of [`net::pair`](crate::net::pair))
     /// in the background. The returned handle tells when the connection has
     /// ended; dropping it changes nothing.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (as `tokio::spawn` does).
     pub fn serve_connection(&self, conn: Conn) -> ServedConnection {
         let shared = self.shared().clone();
         ServedConnection {
@@ -193,6 +203,12 @@ impl Server {
     /// file) and reading new requests, lets calls in flight finish and writes
     /// their replies for up to `grace`, then cancels what is left and closes
     /// every connection.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future leaves the server stopping: no new connection
+    /// or request is taken, and calls go on until they finish or the last
+    /// server handle is dropped. Call `shutdown` again to wait.
     pub async fn shutdown(&self, grace: Duration) -> ShutdownReport {
         let shared = self.shared();
         shared.stop_accepting.cancel();
