@@ -153,7 +153,6 @@ impl ClientBuilder {
     pub fn build(self, conn: Conn) -> Client {
         let peer = conn.peer_cred().clone();
         let (rd, wr) = conn.into_split();
-        super::widen_send_buffer(&wr);
         let outbox = Arc::new(Outbox::new(wr, self.write_queue.max(1), self.write_stall));
         let calls = Arc::new(CallTable::default());
         let writer = tokio::spawn({

@@ -18,6 +18,9 @@ pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(30);
 /// largest stream window a uds client asks for.
 pub(crate) const MAX_STREAM_CREDIT: u32 = 4096;
 
+/// Least time between two log lines of one kind that a peer can trigger.
+pub(crate) const LOG_INTERVAL: Duration = Duration::from_secs(1);
+
 /// Send buffer asked for on every RPC connection (Linux doubles it, to
 /// 512 KiB). One connection carries every caller's frames, and a Unix stream
 /// socket's send buffer bounds what it can have in flight: the default

@@ -62,11 +62,3 @@ pub use defaults::{
 pub use envelope::{Envelope, EnvelopeError, field};
 pub use error::{BuildError, ErrorCode, HandlerError, RpcError, SharedError};
 pub use server::{Context, ServedConnection, Server, ServerBuilder, ShutdownReport};
-
-/// Applies [`SEND_BUFFER`](defaults::SEND_BUFFER); failure only costs
-/// throughput, so it is logged.
-fn widen_send_buffer(sock: &crate::net::WriteHalf) {
-    if let Err(e) = sock.set_send_buffer(defaults::SEND_BUFFER) {
-        tracing::debug!(%e, "could not widen the socket's send buffer");
-    }
-}

@@ -262,9 +262,10 @@ const INLINE_ROUNDS: usize = 4;
 const IDLE_RELEASE: Duration = crate::frame::DEFAULT_IDLE_RELEASE;
 
 impl Outbox {
-    /// An outbox writing to `sock`. A write timeout kept on `sock` shorter
-    /// than `stall` applies instead.
+    /// An outbox writing to `sock`, whose send buffer it widens. A write
+    /// timeout kept on `sock` shorter than `stall` applies instead.
     pub(crate) fn new(sock: WriteHalf, high_water: usize, stall: Duration) -> Self {
+        widen_send_buffer(&sock);
         let stall = sock.write_timeout().map_or(stall, |t| t.min(stall));
         Outbox {
             queue: Mutex::new(Queue::default()),
@@ -503,6 +504,14 @@ impl Outbox {
             q.writing = false;
             q.recycle(batch);
         }
+    }
+}
+
+/// Asks for [`SEND_BUFFER`](super::defaults::SEND_BUFFER) on an RPC
+/// connection; failure only costs throughput, so it is logged.
+fn widen_send_buffer(sock: &WriteHalf) {
+    if let Err(e) = sock.set_send_buffer(super::defaults::SEND_BUFFER) {
+        tracing::debug!(%e, "could not widen the socket's send buffer");
     }
 }
 

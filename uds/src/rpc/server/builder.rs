@@ -6,95 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::Semaphore;
 
 use super::Server;
+use super::config::Config;
 use super::context::Context;
 use super::handler::{ErasedHandler, FnHandler, StreamHandler};
 use super::shared::Shared;
-use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameConfig};
-use crate::rpc::defaults::{
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CALLS, DEFAULT_MAX_CALLS_PER_CONNECTION,
-    DEFAULT_MAX_CALLS_PER_PROCESS, DEFAULT_MAX_CALLS_PER_USER, DEFAULT_MAX_CONNECTIONS_PER_USER,
-    DEFAULT_MAX_QUEUED_PER_PROCESS, DEFAULT_MAX_QUEUED_PER_USER, DEFAULT_MAX_TIMEOUT,
-    DEFAULT_WRITE_QUEUE, DEFAULT_WRITE_STALL,
-};
 use crate::rpc::error::{BuildError, HandlerError};
-
-/// Limits and timeouts of a server.
-#[derive(Debug, Clone)]
-pub(super) struct Config {
-    pub(super) max_calls_per_conn: usize,
-    pub(super) max_calls: usize,
-    pub(super) max_frame_len: usize,
-    pub(super) frame_timeout: Option<Duration>,
-    pub(super) idle_timeout: Option<Duration>,
-    pub(super) write_queue: usize,
-    pub(super) write_stall: Duration,
-    pub(super) default_timeout: Option<Duration>,
-    pub(super) max_timeout: Option<Duration>,
-    pub(super) max_stream_duration: Option<Duration>,
-    pub(super) max_calls_per_process: usize,
-    pub(super) max_calls_per_user: usize,
-    pub(super) max_queued_per_process: usize,
-    pub(super) max_queued_per_user: usize,
-    pub(super) max_connections_per_user: usize,
-}
-
-impl Config {
-    /// Checks the limits, and makes `write_queue` at least 1 byte.
-    fn validate(&mut self) -> Result<(), BuildError> {
-        let max = Semaphore::MAX_PERMITS;
-        let call_limits = [
-            ("max_calls", self.max_calls),
-            ("max_calls_per_connection", self.max_calls_per_conn),
-            ("max_calls_per_process", self.max_calls_per_process),
-            ("max_calls_per_user", self.max_calls_per_user),
-        ];
-        let limits = call_limits
-            .into_iter()
-            .map(|(setting, value)| (setting, value, max))
-            .chain([(
-                "max_connections_per_user",
-                self.max_connections_per_user,
-                usize::MAX,
-            )]);
-        for (setting, value, max) in limits {
-            if value == 0 || value > max {
-                return Err(BuildError::OutOfRange {
-                    setting,
-                    value,
-                    min: 1,
-                    max,
-                });
-            }
-        }
-        self.write_queue = self.write_queue.max(1);
-        Ok(())
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            max_calls_per_conn: DEFAULT_MAX_CALLS_PER_CONNECTION,
-            max_calls: DEFAULT_MAX_CALLS,
-            max_frame_len: DEFAULT_MAX_FRAME_LEN,
-            frame_timeout: FrameConfig::default().frame_timeout,
-            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
-            write_queue: DEFAULT_WRITE_QUEUE,
-            write_stall: DEFAULT_WRITE_STALL,
-            default_timeout: None,
-            max_timeout: Some(DEFAULT_MAX_TIMEOUT),
-            max_stream_duration: None,
-            max_calls_per_process: DEFAULT_MAX_CALLS_PER_PROCESS,
-            max_calls_per_user: DEFAULT_MAX_CALLS_PER_USER,
-            max_queued_per_process: DEFAULT_MAX_QUEUED_PER_PROCESS,
-            max_queued_per_user: DEFAULT_MAX_QUEUED_PER_USER,
-            max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
-        }
-    }
-}
 
 /// Registers handlers and sets limits; [`ServerBuilder::build`] makes the
 /// [`Server`]. Handlers are fixed once built: nothing can race a
@@ -162,14 +80,14 @@ impl ServerBuilder {
     }
 
     /// Most calls in flight per connection (default
-    /// [`DEFAULT_MAX_CALLS_PER_CONNECTION`]). Beyond it requests wait, in a
+    /// [`DEFAULT_MAX_CALLS_PER_CONNECTION`](crate::rpc::DEFAULT_MAX_CALLS_PER_CONNECTION)). Beyond it requests wait, in a
     /// bounded queue, for a call to finish; see the constant's docs.
     pub fn max_calls_per_connection(mut self, n: usize) -> Self {
         self.config.max_calls_per_conn = n;
         self
     }
 
-    /// Most calls in flight in the server (default [`DEFAULT_MAX_CALLS`]).
+    /// Most calls in flight in the server (default [`DEFAULT_MAX_CALLS`](crate::rpc::DEFAULT_MAX_CALLS)).
     pub fn max_calls(mut self, n: usize) -> Self {
         self.config.max_calls = n;
         self
@@ -190,7 +108,7 @@ impl ServerBuilder {
     }
 
     /// Time a connection with no call in flight may stay silent (default
-    /// [`DEFAULT_IDLE_TIMEOUT`]); `None` keeps idle connections forever.
+    /// [`DEFAULT_IDLE_TIMEOUT`](crate::rpc::DEFAULT_IDLE_TIMEOUT)); `None` keeps idle connections forever.
     pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
         self.config.idle_timeout = t;
         self
@@ -204,7 +122,7 @@ impl ServerBuilder {
     }
 
     /// How long replies may wait for a client that does not read them
-    /// (default [`DEFAULT_WRITE_STALL`], 30 s):
+    /// (default [`DEFAULT_WRITE_STALL`](crate::rpc::DEFAULT_WRITE_STALL), 30 s):
     /// then the connection is closed and its calls are cancelled, so a
     /// client that stops reading cannot hold call slots forever.
     pub fn write_stall_timeout(mut self, t: Duration) -> Self {
@@ -226,7 +144,7 @@ impl ServerBuilder {
     /// far-future one or none is cut to this. The handler sees the capped
     /// deadline in [`Context::deadline`]; at it, the handler is dropped and
     /// the client gets a deadline error (code 2). Default
-    /// [`DEFAULT_MAX_TIMEOUT`] (5 minutes); `None` removes the cap (a peer
+    /// [`DEFAULT_MAX_TIMEOUT`](crate::rpc::DEFAULT_MAX_TIMEOUT) (5 minutes); `None` removes the cap (a peer
     /// can then hold call slots for as long as it likes).
     pub fn max_timeout(mut self, t: Option<Duration>) -> Self {
         self.config.max_timeout = t;
@@ -243,7 +161,7 @@ impl ServerBuilder {
     }
 
     /// Most calls running at once for one peer process, over all its
-    /// connections (default [`DEFAULT_MAX_CALLS_PER_PROCESS`]). Processes
+    /// connections (default [`DEFAULT_MAX_CALLS_PER_PROCESS`](crate::rpc::DEFAULT_MAX_CALLS_PER_PROCESS)). Processes
     /// are told apart by the pid the kernel reported at connect. Beyond it,
     /// requests wait in their connection's queue.
     pub fn max_calls_per_process(mut self, n: usize) -> Self {
@@ -252,7 +170,7 @@ impl ServerBuilder {
     }
 
     /// Most calls running at once for one user (uid), over all its
-    /// processes (default [`DEFAULT_MAX_CALLS_PER_USER`]). Beyond it,
+    /// processes (default [`DEFAULT_MAX_CALLS_PER_USER`](crate::rpc::DEFAULT_MAX_CALLS_PER_USER)). Beyond it,
     /// requests wait in their connection's queue.
     pub fn max_calls_per_user(mut self, n: usize) -> Self {
         self.config.max_calls_per_user = n;
@@ -260,7 +178,7 @@ impl ServerBuilder {
     }
 
     /// Most requests of one peer process waiting for a call slot, over all
-    /// its connections (default [`DEFAULT_MAX_QUEUED_PER_PROCESS`]). A
+    /// its connections (default [`DEFAULT_MAX_QUEUED_PER_PROCESS`](crate::rpc::DEFAULT_MAX_QUEUED_PER_PROCESS)). A
     /// request beyond it is answered at once with a server error (code 4)
     /// reading [`TOO_MANY_CALLS`](crate::rpc::TOO_MANY_CALLS); the connection goes on.
     pub fn max_queued_per_process(mut self, n: usize) -> Self {
@@ -269,14 +187,14 @@ impl ServerBuilder {
     }
 
     /// Most requests of one user waiting for a call slot (default
-    /// [`DEFAULT_MAX_QUEUED_PER_USER`]); beyond it, as for a process.
+    /// [`DEFAULT_MAX_QUEUED_PER_USER`](crate::rpc::DEFAULT_MAX_QUEUED_PER_USER)); beyond it, as for a process.
     pub fn max_queued_per_user(mut self, n: usize) -> Self {
         self.config.max_queued_per_user = n;
         self
     }
 
     /// Most connections open at once from one user (default
-    /// [`DEFAULT_MAX_CONNECTIONS_PER_USER`]). A connection beyond it is
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_USER`](crate::rpc::DEFAULT_MAX_CONNECTIONS_PER_USER)). A connection beyond it is
     /// closed before a frame is read, with a warning logged at most once a
     /// second.
     pub fn max_connections_per_user(mut self, n: usize) -> Self {
@@ -290,7 +208,7 @@ impl ServerBuilder {
     ///
     /// [`BuildError::DuplicateMethods`] if a method was registered twice;
     /// [`BuildError::OutOfRange`] if a call limit is 0 or above
-    /// [`Semaphore::MAX_PERMITS`], or `max_connections_per_user` is 0.
+    /// [`Semaphore::MAX_PERMITS`](tokio::sync::Semaphore::MAX_PERMITS), or `max_connections_per_user` is 0.
     pub fn build(mut self) -> Result<Server, BuildError> {
         if !self.duplicates.is_empty() {
             return Err(BuildError::DuplicateMethods {
@@ -305,6 +223,8 @@ impl ServerBuilder {
 
 #[cfg(test)]
 mod tests {
+    use tokio::sync::Semaphore;
+
     use super::*;
 
     #[test]

@@ -4,17 +4,20 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
-use super::handler::Outcome;
 use super::in_flight::{InFlightCalls, Seq};
 use super::peers::Slots;
-use super::shared::LOG_INTERVAL;
 use crate::log_limit::{RateLimited, truncate};
+use crate::rpc::defaults::LOG_INTERVAL;
 use crate::rpc::envelope::EnvelopeRef;
 use crate::rpc::error::{ErrorCode, HandlerError};
 use crate::rpc::outbox::{Closed, Outbox};
+
+/// A handler's outcome, as the server replies it.
+pub(super) type Outcome = Result<Bytes, HandlerError>;
 
 /// Longest error text sent in a reply; longer texts are cut.
 const MAX_ERROR_TEXT: usize = 16 * 1024;

@@ -9,13 +9,10 @@ use futures_util::FutureExt;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::conn::CallGuard;
+use super::conn::{CallGuard, Outcome};
 use super::context::Context;
 use crate::rpc::envelope::EnvelopeRef;
 use crate::rpc::error::{ErrorCode, HandlerError};
-
-/// A handler's outcome, as the server replies it.
-pub(super) type Outcome = Result<Bytes, HandlerError>;
 
 /// Type-erased handler: starts one call as its own task. Spawning inside the
 /// generic impl keeps the handler's future unboxed — one allocation per call.

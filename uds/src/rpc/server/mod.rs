@@ -1,20 +1,24 @@
 //! The RPC server: dispatch by method name, deadlines, cancellation, bounds,
 //! graceful shutdown.
 //!
-//! Inside, one file per concern (each uses only those listed after it):
-//! - `builder`: [`ServerBuilder`] and the server's `Config`;
+//! Inside, one file per concern, each using only files listed after it:
+//! - `builder`: [`ServerBuilder`];
 //! - `serve`: one connection's life, a read loop that returns why it ended
 //!   and a drain step;
 //! - `dispatch`: what each request frame does (route, start, queue);
+//! - `shared`: the state every connection of a server shares;
+//! - `parked`: requests waiting for a call slot, with their byte count;
 //! - `handler`: type-erased handlers and how one call runs;
 //! - `conn`: a connection's shared state, its replies, a call's guard;
 //! - `context`: the [`Context`] a handler gets;
-//! - `parked`: requests waiting for a call slot, with their byte count;
 //! - `in_flight`: the table of running calls and their cancellation;
 //! - `peers`: per-process and per-user usage, and the call slots;
-//! - `shared`: the state every connection of a server shares.
+//! - `config`: the server's limits, their defaults and checks.
+//!
+//! This file is the façade: [`Server`] itself, built by `builder`.
 
 mod builder;
+mod config;
 mod conn;
 mod context;
 mod dispatch;
@@ -125,7 +129,7 @@ impl Server {
         ServerBuilder {
             handlers: HashMap::new(),
             duplicates: Vec::new(),
-            config: builder::Config::default(),
+            config: config::Config::default(),
         }
     }
 

@@ -48,7 +48,6 @@ pub(super) async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
     };
     let peer = conn.peer_cred().clone();
     let (rd, wr) = conn.into_split();
-    super::super::widen_send_buffer(&wr);
     let state = Arc::new(ConnState {
         outbox: Outbox::new(wr, shared.config.write_queue, shared.config.write_stall),
         calls: Arc::new(InFlightCalls::default()),

@@ -4,16 +4,16 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::builder::Config;
+use super::config::Config;
 use super::handler::ErasedHandler;
 use super::peers::{PeerLimits, Peers};
 use crate::log_limit::RateLimited;
+use crate::rpc::defaults::LOG_INTERVAL;
 
 /// The state of a server, shared by its handles, its accept loop and its
 /// connections.
@@ -88,6 +88,3 @@ impl Default for Logs {
         }
     }
 }
-
-/// Least time between two log lines of one kind that a peer can trigger.
-pub(super) const LOG_INTERVAL: Duration = Duration::from_secs(1);
