@@ -38,6 +38,50 @@ impl Session {
     /// Not cancel safe at every point: dropped while it writes an error reply,
     /// that reply may not be sent (the connection is then ending anyway).
     pub(super) async fn handle_frame(&self, parked: &mut ParkedQueue, body: Bytes) {
+        let env = match Envelope::decode(&body) {
+            Ok(env) => env,
+            Err(e) => {
+                // The frame boundary is intact, so the connection goes on. The raw
+                // bytes are never echoed back.
+                if let Some(suppressed) = self.shared.logs.undecodable.allow() {
+                    tracing::debug!(peer = %self.peer, %e, len = body.len(), suppressed, "undecodable request");
+                }
+                let msg = format!("request envelope could not be decoded: {e}");
+                let _ = self.state.push_error(0, ErrorCode::BadData, &msg).await;
+                return;
+            }
+        };
+        if env.cancel {
+            self.cancel(parked, env.id);
+        } else if env.credit > 0 && env.method.is_empty() {
+            self.state.calls.grant(env.id, env.credit);
+        } else if env.id == 0 {
+            let _ = self
+                .state
+                .push_error(0, ErrorCode::BadData, "request has no call id")
+                .await;
+        } else {
+            self.handle_call(parked, env, body).await;
+        }
+    }
+
+    /// A cancellation from the client: stops the call if it runs, drops it
+    /// if it waits; nothing if it is unknown (over already, or never was).
+    fn cancel(&self, parked: &mut ParkedQueue, id: u32) {
+        let started = if self.state.calls.cancel(id) {
+            true
+        } else if parked.remove(id) {
+            false
+        } else {
+            return;
+        };
+        if let Some(suppressed) = self.shared.logs.cancelled.allow() {
+            tracing::debug!(id, started, suppressed, "call cancelled by the client");
+        }
+    }
+
+    /// A request (`env`, decoded from `body`): refused, started, or queued.
+    async fn handle_call(&self, parked: &mut ParkedQueue, env: Envelope, body: Bytes) {
         let Session {
             shared,
             state,
@@ -45,47 +89,6 @@ impl Session {
             hold,
             permits,
         } = self;
-        let env = match Envelope::decode(&body) {
-            Ok(env) => env,
-            Err(e) => {
-                // The frame boundary is intact, so the connection goes on. The raw
-                // bytes are never echoed back.
-                if let Some(suppressed) = shared.logs.undecodable.allow() {
-                    tracing::debug!(peer = %peer, %e, len = body.len(), suppressed, "undecodable request");
-                }
-                let msg = format!("request envelope could not be decoded: {e}");
-                let _ = state.push_error(0, ErrorCode::BadData, &msg).await;
-                return;
-            }
-        };
-        if env.cancel {
-            let started = if state.calls.cancel(env.id) {
-                true
-            } else if parked.remove(env.id) {
-                false
-            } else {
-                return;
-            };
-            if let Some(suppressed) = shared.logs.cancelled.allow() {
-                tracing::debug!(
-                    id = env.id,
-                    started,
-                    suppressed,
-                    "call cancelled by the client"
-                );
-            }
-            return;
-        }
-        if env.credit > 0 && env.method.is_empty() {
-            state.calls.grant(env.id, env.credit);
-            return;
-        }
-        if env.id == 0 {
-            let _ = state
-                .push_error(0, ErrorCode::BadData, "request has no call id")
-                .await;
-            return;
-        }
         let id = env.id;
         let (handler, deadline, expiry) = match route(shared, &env) {
             Ok((handler, deadline, expiry)) => (handler.clone(), deadline, expiry),
