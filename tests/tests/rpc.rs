@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use uds::rpc::{CallOptions, Client, HandlerError, RpcError, Server};
+use uds::rpc::{BuildError, CallOptions, Client, HandlerError, RpcError, Server};
 use uds_tests::DropFlag;
 use uds_tests::raw::RawPeer;
 
@@ -428,7 +428,7 @@ async fn duplicate_method_registration_is_a_build_error() {
         .build()
         .unwrap_err();
     assert!(
-        matches!(&err, RpcError::Config { message } if message.contains("/a")),
+        matches!(&err, BuildError::DuplicateMethods { methods } if methods.iter().any(|m| m == "/a")),
         "{err:?}"
     );
 }

@@ -378,3 +378,30 @@ async fn a_stream_of_exactly_its_credit_ends_without_another_grant() {
         "{last:?}"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_stream_request_is_refused_before_anything_is_sent() {
+    // A raw peer sees every frame the client writes.
+    let (a, b) = uds::net::pair().unwrap();
+    let client = Client::builder().max_frame_len(1024).build(a);
+    let err = client
+        .call_stream("/s", Bytes::from(vec![0u8; 4096]), CallOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, RpcError::FrameTooLarge { max: 1024, .. }),
+        "{err:?}"
+    );
+    // The next frame on the wire is the next call's request, not a
+    // cancellation of a call the server never heard of.
+    let next = tokio::spawn({
+        let client = client.clone();
+        async move { client.call("/next", "x").await }
+    });
+    let mut raw = uds::frame::FrameReader::new(b);
+    let body = raw.read_frame().await.unwrap().unwrap();
+    let env = Envelope::decode(&body).unwrap();
+    assert!(!env.cancel, "a spurious cancellation was sent: {env:?}");
+    assert_eq!(&env.method[..], b"/next");
+    next.abort();
+}

@@ -245,7 +245,7 @@ fn emit_server(item: &ItemTrait, svc: &Service) -> TokenStream {
             }
 
             /// A server with the default settings that serves this service.
-            #vis fn build(&self) -> ::core::result::Result<#k::rpc::Server, #k::rpc::RpcError> {
+            #vis fn build(&self) -> ::core::result::Result<#k::rpc::Server, #k::rpc::BuildError> {
                 self.register(#k::rpc::Server::builder()).build()
             }
         }

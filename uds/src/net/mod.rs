@@ -14,7 +14,7 @@ mod listener;
 mod path;
 mod socket_file;
 
-pub use conn::{Conn, PeerGone, WriteOnly};
+pub use conn::{Conn, PeerGone, ReadHalf, WriteHalf, WriteOnly};
 pub use connect::{BUSY_RETRY_FOR, Connector, connect, pair};
 pub use error::{FileKind, Mode, NetError};
 pub use listener::{DEFAULT_MODE, Listener, ListenerBuilder, ListenerStats};

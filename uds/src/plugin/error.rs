@@ -5,7 +5,7 @@ use std::process::ExitStatus;
 use std::time::Duration;
 
 use crate::net::NetError;
-use crate::rpc::RpcError;
+use crate::rpc::{BuildError, RpcError};
 
 /// A plugin process that has exited, and how: what
 /// [`Plugin::exited`](super::Plugin::exited) reports. (Calls in flight on it
@@ -152,6 +152,10 @@ pub enum PluginError {
     /// An RPC to or from the plugin failed.
     #[error("plugin RPC failed: {0}")]
     Rpc(#[from] RpcError),
+    /// The plugin side's RPC server could not be built (a method
+    /// registered twice, a limit out of range).
+    #[error("plugin server: {0}")]
+    Build(#[from] BuildError),
     /// The plugin's socket could not be set up.
     #[error("plugin socket: {0}")]
     Net(#[from] NetError),

@@ -7,32 +7,33 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::net::unix::OwnedReadHalf;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::defaults::{
+    DEFAULT_CALL_TIMEOUT, DEFAULT_STREAM_WINDOW, DEFAULT_WRITE_QUEUE, DEFAULT_WRITE_STALL,
+    MAX_STREAM_CREDIT,
+};
 use super::envelope::{Envelope, EnvelopeRef};
 use super::error::RpcError;
-use super::outbox::{DEFAULT_WRITE_STALL, Outbox};
+use super::outbox::Outbox;
 use crate::cred::Cred;
 use crate::frame::{DEFAULT_IDLE_RELEASE, DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameReader};
 use crate::log_limit::{MAX_LOGGED_TEXT, RateLimited, truncate};
-use crate::net::{Conn, NetError};
-
-/// Default time a call may take when none is given: 30 s.
-pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+use crate::net::{Conn, NetError, ReadHalf};
 
 /// Longest timeout honoured; longer ones (e.g. `Duration::MAX` for "no
 /// timeout") are cut to this, about 95 years.
 const MAX_TIMEOUT: Duration = Duration::from_secs(3_000_000_000);
 
-/// Default bytes of frames queued for writing before callers wait: 4 MiB.
-pub const DEFAULT_WRITE_QUEUE: usize = 4 * 1024 * 1024;
-
 type Reply = Result<Bytes, RpcError>;
 
 /// Configures a [`Client`].
+///
+/// Time limits follow the convention of
+/// [`ServerBuilder`](super::ServerBuilder): `Option<Duration>` for a limit
+/// that may be off, `Duration` for one that must stay bounded.
 #[derive(Debug, Clone)]
 #[must_use = "a builder does nothing until .build()"]
 pub struct ClientBuilder {
@@ -40,6 +41,7 @@ pub struct ClientBuilder {
     max_frame_len: usize,
     frame_timeout: Option<Duration>,
     write_queue: usize,
+    write_stall: Duration,
     go_compatible: bool,
     close_cause: Option<CloseCause>,
 }
@@ -81,6 +83,7 @@ impl Default for ClientBuilder {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             frame_timeout: FrameConfig::default().frame_timeout,
             write_queue: DEFAULT_WRITE_QUEUE,
+            write_stall: DEFAULT_WRITE_STALL,
             go_compatible: false,
             close_cause: None,
         }
@@ -107,9 +110,20 @@ impl ClientBuilder {
         self
     }
 
-    /// Bytes of outgoing frames queued before callers wait (default 4 MiB).
+    /// Bytes of outgoing frames queued before callers wait (default
+    /// [`DEFAULT_WRITE_QUEUE`], 4 MiB; 0 means 1 byte).
     pub fn write_queue(mut self, bytes: usize) -> Self {
-        self.write_queue = bytes.max(1);
+        self.write_queue = bytes;
+        self
+    }
+
+    /// How long requests may wait for a server that does not read them
+    /// (default [`DEFAULT_WRITE_STALL`], 30 s): then the connection is
+    /// broken and every call on it fails with
+    /// [`RpcError::ConnectionClosed`]. The same setting as
+    /// [`ServerBuilder::write_stall_timeout`](super::ServerBuilder::write_stall_timeout).
+    pub fn write_stall_timeout(mut self, t: Duration) -> Self {
+        self.write_stall = t;
         self
     }
 
@@ -130,11 +144,16 @@ impl ClientBuilder {
     /// Starts the client on a connected socket. Must be called inside a tokio
     /// runtime; spawns one reader and one writer task, both stopped when the
     /// last clone of the client is dropped.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime (as `tokio::spawn` does). Every rpc entry
+    /// point that spawns tasks documents this panic; none returns it as an
+    /// error.
     pub fn build(self, conn: Conn) -> Client {
-        let (stream, peer) = conn.into_parts();
-        super::widen_send_buffer(&stream);
-        let (rd, wr) = stream.into_split();
-        let outbox = Arc::new(Outbox::new(wr, self.write_queue, DEFAULT_WRITE_STALL));
+        let peer = conn.peer_cred().clone();
+        let (rd, wr) = conn.into_split();
+        let outbox = Arc::new(Outbox::new(wr, self.write_queue.max(1), self.write_stall));
         let calls = Arc::new(CallTable::default());
         let writer = tokio::spawn({
             let outbox = outbox.clone();
@@ -170,6 +189,19 @@ impl ClientBuilder {
 
     /// Connects to `path` with the default checks of
     /// [`Connector`](crate::net::Connector) and starts the client.
+    ///
+    /// # Errors
+    ///
+    /// The [`NetError`] of [`connect`](crate::net::connect): no socket, a
+    /// refused connection, or a server that fails the client's checks.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as [`build`](Self::build).
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before it returns, no client is started.
     pub async fn connect(self, path: impl AsRef<Path>) -> Result<Client, NetError> {
         Ok(self.build(crate::net::connect(path).await?))
     }
@@ -192,7 +224,7 @@ pub struct CallOptions {
 
 /// Largest stream window a client asks for (a uds server caps a client's
 /// outstanding credit at this).
-const MAX_STREAM_WINDOW: u32 = 4096;
+const MAX_STREAM_WINDOW: u32 = MAX_STREAM_CREDIT;
 
 impl CallOptions {
     /// Options with this timeout.
@@ -327,6 +359,10 @@ impl CallTable {
 
 impl Client {
     /// A client with the default settings on a connected socket.
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as [`ClientBuilder::build`].
     pub fn new(conn: Conn) -> Self {
         ClientBuilder::default().build(conn)
     }
@@ -338,6 +374,18 @@ impl Client {
 
     /// Connects to the server at `path` (with the default client checks) and
     /// starts a client with the default settings.
+    ///
+    /// # Errors
+    ///
+    /// As [`ClientBuilder::connect`].
+    ///
+    /// # Panics
+    ///
+    /// Outside a tokio runtime, as [`ClientBuilder::build`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: dropped before it returns, no client is started.
     pub async fn connect(path: impl AsRef<Path>) -> Result<Self, NetError> {
         ClientBuilder::default().connect(path).await
     }
@@ -353,6 +401,15 @@ impl Client {
     }
 
     /// Calls `method` with `data` and the default timeout.
+    ///
+    /// # Errors
+    ///
+    /// As [`call_with`](Self::call_with).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call_with`](Self::call_with): dropping the future cancels the
+    /// call.
     pub async fn call(&self, method: &str, data: impl Into<Bytes>) -> Result<Bytes, RpcError> {
         self.call_with(method, data.into(), CallOptions::default())
             .await
@@ -363,6 +420,22 @@ impl Client {
     /// Dropping the returned future cancels the call: the server is told (a
     /// cancellation frame, unless the client is
     /// [Go-compatible](ClientBuilder::go_compatible)) and stops the handler.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::FrameTooLarge`] before anything is sent if the request
+    /// exceeds the frame limit; [`RpcError::DeadlineExceeded`] if no reply
+    /// comes within the timeout; [`RpcError::ConnectionClosed`] (or
+    /// [`RpcError::PeerExited`]) if the connection ends first; the server's
+    /// error (`MethodNotFound`, `BadData`, `Server`, `Application`,
+    /// `Unknown`) as it replied; [`RpcError::Protocol`] if the server broke
+    /// the protocol.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future cancels the call: it is forgotten and, unless
+    /// the client is [Go-compatible](ClientBuilder::go_compatible), the
+    /// server is sent a cancellation. A request is never left half written.
     pub async fn call_with(
         &self,
         method: &str,
@@ -398,7 +471,7 @@ impl Client {
             Ok(Err(closed)) => {
                 guard.armed = false;
                 inner.calls.lock().pending.remove(&id);
-                return Err(RpcError::closed(closed));
+                return Err(closed.into_rpc_error());
             }
             Err(_) => return Err(deadline_error(timeout)),
         }
@@ -426,6 +499,20 @@ impl Client {
     /// so a slow consumer slows the producer; an item beyond the credit
     /// granted ends the stream with [`RpcError::Protocol`]. Dropping the
     /// stream cancels the call on the server.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::FrameTooLarge`] before the call is registered or
+    /// anything is sent, if the request exceeds the frame limit;
+    /// [`RpcError::ConnectionClosed`] (or the error the connection ended
+    /// with) if the request cannot be sent. Errors after that (the
+    /// server's, the deadline, the connection) end the stream as its last
+    /// item.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropped before it returns, the call is cancelled as if its stream
+    /// had been dropped; the request is never left half written.
     pub async fn call_stream(
         &self,
         method: &str,
@@ -439,8 +526,20 @@ impl Client {
             .min(MAX_TIMEOUT);
         let window = opts
             .stream_window
-            .unwrap_or(super::DEFAULT_STREAM_WINDOW)
+            .unwrap_or(DEFAULT_STREAM_WINDOW)
             .clamp(1, MAX_STREAM_WINDOW);
+        let exp_unix_nano = unix_nanos_after(timeout);
+        let env = EnvelopeRef {
+            exp_unix_nano,
+            method: method.as_bytes(),
+            data: &data,
+            credit: window,
+            ..EnvelopeRef::default()
+        };
+        // Refused before the call is registered, so that nothing (not even
+        // a cancellation) is sent for it. The id is not chosen yet: count
+        // its field at its largest.
+        inner.check_size(env.encoded_len() + 6)?;
         // The window's items and the end: see `StreamWaiter`.
         let (tx, rx) = mpsc::channel(window as usize + 1);
         let id = self.register(Waiter::Stream(StreamWaiter { tx, credit: window }))?;
@@ -454,19 +553,11 @@ impl Client {
             timeout,
             done: false,
         };
-        let env = EnvelopeRef {
-            id,
-            exp_unix_nano: unix_nanos_after(timeout),
-            method: method.as_bytes(),
-            data: &data,
-            credit: window,
-            ..EnvelopeRef::default()
-        };
-        inner.check_size(env.encoded_len())?;
+        let env = EnvelopeRef { id, ..env };
         if let Err(closed) = inner.outbox.push(&env, Some(&data)).await {
             stream.done = true;
             inner.calls.lock().pending.remove(&id);
-            return Err(RpcError::closed(closed));
+            return Err(closed.into_rpc_error());
         }
         Ok(stream)
     }
@@ -551,7 +642,7 @@ pub(crate) fn unix_nanos_after(after: Duration) -> i64 {
 }
 
 async fn read_replies(
-    mut reader: FrameReader<OwnedReadHalf>,
+    mut reader: FrameReader<ReadHalf>,
     calls: Arc<CallTable>,
     outbox: Arc<Outbox>,
     cancels: bool,
@@ -563,8 +654,8 @@ async fn read_replies(
             Ok(None) => break RpcError::closed("the server closed the connection"),
             Err(e) => {
                 break match e {
-                    crate::frame::FrameError::Io(io) => RpcError::closed(io),
-                    crate::frame::FrameError::Truncated { .. } => RpcError::closed(e),
+                    crate::frame::FrameError::Io(io) => RpcError::closed_by(io),
+                    e @ crate::frame::FrameError::Truncated { .. } => RpcError::closed_by(e),
                     other => RpcError::Protocol {
                         reason: other.to_string(),
                     },
@@ -727,6 +818,11 @@ pub struct RpcStream {
 
 impl RpcStream {
     /// Receives the next item; `None` at the end of the stream.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an item is only taken from the stream when this
+    /// returns it.
     pub async fn next_item(&mut self) -> Option<Result<Bytes, RpcError>> {
         std::future::poll_fn(|cx| {
             futures_core::Stream::poll_next(std::pin::Pin::new(&mut *self), cx)

@@ -101,6 +101,11 @@ pub enum EnvelopeError {
 impl Envelope {
     /// Decodes an envelope from a frame body. Unknown fields are skipped, as
     /// proto3 requires; for repeated scalar fields the last one wins.
+    ///
+    /// # Errors
+    ///
+    /// [`EnvelopeError`] if the body is not a well-formed envelope (a field
+    /// cut short, a bad varint, an unsupported wire type).
     pub fn decode(body: &Bytes) -> Result<Self, EnvelopeError> {
         let mut env = Envelope::default();
         let mut r = Reader { buf: body, pos: 0 };

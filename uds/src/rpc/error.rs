@@ -1,4 +1,52 @@
 use std::fmt;
+use std::sync::Arc;
+
+/// An error kept as the [`source()`](std::error::Error::source) of an
+/// [`RpcError`], shared so that `RpcError` stays `Clone`. It displays as,
+/// and has the source of, the error it holds.
+///
+/// Two compare equal when their texts are equal: the errors held (I/O
+/// errors above all) are not comparable themselves, and `RpcError` is
+/// compared in tests and by callers.
+#[derive(Clone)]
+pub struct SharedError(Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl SharedError {
+    pub(crate) fn new(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        SharedError(Arc::new(err))
+    }
+
+    /// The error held.
+    pub fn get_ref(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0
+    }
+}
+
+impl fmt::Debug for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Display for SharedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl std::error::Error for SharedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for SharedError {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.to_string() == other.0.to_string()
+    }
+}
+
+impl Eq for SharedError {}
 
 /// The `err_type` values of the wire format (`0` means no error).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -78,6 +126,10 @@ pub enum RpcError {
     ConnectionClosed {
         /// Why, as far as known.
         reason: String,
+        /// The error that closed it, when there was one (a read or write
+        /// failure, a frame cut short): this error's
+        /// [`source()`](std::error::Error::source).
+        source: Option<SharedError>,
     },
     /// The peer process exited, so its connection closed: known when a
     /// higher layer watches the peer (a [plugin](crate::plugin) process).
@@ -114,11 +166,31 @@ pub enum RpcError {
         /// The codec's message.
         message: String,
     },
-    /// A server or client was configured inconsistently.
-    #[error("configuration error: {message}")]
-    Config {
-        /// What is wrong.
-        message: String,
+}
+
+/// Why a [`ServerBuilder`](super::ServerBuilder) could not build its
+/// server: a configuration mistake, found at
+/// [`build`](super::ServerBuilder::build), never a call's failure.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Methods were registered more than once.
+    #[error("methods registered more than once: {}", .methods.join(", "))]
+    DuplicateMethods {
+        /// The names, in the order of their second registration.
+        methods: Vec<String>,
+    },
+    /// A limit is outside the values it can take.
+    #[error("{setting} must be between {min} and {max}, not {value}")]
+    OutOfRange {
+        /// The builder setting, e.g. `"max_calls"`.
+        setting: &'static str,
+        /// The value given.
+        value: usize,
+        /// The least value allowed.
+        min: usize,
+        /// The largest value allowed.
+        max: usize,
     },
 }
 
@@ -150,9 +222,19 @@ impl RpcError {
         }
     }
 
+    /// A closed connection with no underlying error.
     pub(crate) fn closed(reason: impl fmt::Display) -> Self {
         RpcError::ConnectionClosed {
             reason: reason.to_string(),
+            source: None,
+        }
+    }
+
+    /// A connection closed by `err`, which is kept as the source.
+    pub(crate) fn closed_by(err: impl std::error::Error + Send + Sync + 'static) -> Self {
+        RpcError::ConnectionClosed {
+            reason: err.to_string(),
+            source: Some(SharedError::new(err)),
         }
     }
 }
@@ -215,5 +297,34 @@ impl HandlerError {
 impl<E: fmt::Display> From<E> for HandlerError {
     fn from(err: E) -> Self {
         HandlerError::server(err.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+    use std::io;
+
+    use super::*;
+
+    #[test]
+    fn a_connection_closed_by_an_error_keeps_it_as_its_source() {
+        let err = RpcError::closed_by(io::Error::new(io::ErrorKind::BrokenPipe, "pipe"));
+        assert_eq!(err.to_string(), "connection closed: pipe");
+        let source = err.source().expect("a source");
+        let io = source
+            .downcast_ref::<SharedError>()
+            .and_then(|s| s.get_ref().downcast_ref::<io::Error>())
+            .expect("the io::Error");
+        assert_eq!(io.kind(), io::ErrorKind::BrokenPipe);
+        assert_eq!(err.clone(), err, "Clone + Eq still hold");
+        assert!(RpcError::closed("bye").source().is_none());
+    }
+
+    #[test]
+    fn build_errors_are_not_call_errors() {
+        fn is_error<E: std::error::Error + Send + Sync + 'static>() {}
+        is_error::<BuildError>();
+        is_error::<RpcError>();
     }
 }

@@ -40,43 +40,25 @@
 //! # Ok(()) }
 //! ```
 
+mod cancel;
 mod client;
-mod context;
+mod defaults;
 mod envelope;
 mod error;
 mod outbox;
 mod server;
 mod typed;
 
+pub use cancel::Cancellation;
 pub(crate) use client::CloseCause;
-pub use client::{
-    CallOptions, Client, ClientBuilder, DEFAULT_CALL_TIMEOUT, DEFAULT_WRITE_QUEUE, RpcStream,
+pub use client::{CallOptions, Client, ClientBuilder, RpcStream};
+pub use defaults::{
+    DEFAULT_CALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CALLS,
+    DEFAULT_MAX_CALLS_PER_CONNECTION, DEFAULT_MAX_CALLS_PER_PROCESS, DEFAULT_MAX_CALLS_PER_USER,
+    DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_QUEUED_PER_PROCESS, DEFAULT_MAX_QUEUED_PER_USER,
+    DEFAULT_MAX_TIMEOUT, DEFAULT_STREAM_WINDOW, DEFAULT_WRITE_QUEUE, DEFAULT_WRITE_STALL,
+    TOO_MANY_CALLS,
 };
-pub use context::Context;
 pub use envelope::{Envelope, EnvelopeError, field};
-pub use error::{ErrorCode, HandlerError, RpcError};
-pub use outbox::DEFAULT_WRITE_STALL;
-pub use server::{
-    DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CALLS, DEFAULT_MAX_CALLS_PER_CONNECTION,
-    DEFAULT_MAX_CALLS_PER_PROCESS, DEFAULT_MAX_CALLS_PER_USER, DEFAULT_MAX_CONNECTIONS_PER_USER,
-    DEFAULT_MAX_QUEUED_PER_PROCESS, DEFAULT_MAX_QUEUED_PER_USER, DEFAULT_MAX_TIMEOUT,
-    DEFAULT_STREAM_WINDOW, ServedConnection, Server, ServerBuilder, ShutdownReport, TOO_MANY_CALLS,
-};
-
-/// Send buffer asked for on every RPC connection (Linux doubles it, to
-/// 512 KiB). One connection carries every caller's frames, and a Unix stream
-/// socket's send buffer bounds what it can have in flight: the default
-/// (208 KiB on Linux) holds two 100 KiB frames, so writer and reader take
-/// turns in small steps. Larger is not better: at 1 MiB the benchmark lost
-/// 5-15 % at 100 KiB-1 MB against 256 KiB, the data in flight going cold in
-/// the cache. The kernel charges only the bytes actually queued, and caps the
-/// value at its own maximum (`net.core.wmem_max`).
-const SEND_BUFFER: usize = 256 * 1024;
-
-/// Applies [`SEND_BUFFER`]; failure only costs throughput, so it is logged.
-fn widen_send_buffer(stream: &tokio::net::UnixStream) {
-    use std::os::fd::AsFd;
-    if let Err(e) = crate::sys::set_send_buffer(stream.as_fd(), SEND_BUFFER) {
-        tracing::debug!(%e, "could not widen the socket's send buffer");
-    }
-}
+pub use error::{BuildError, ErrorCode, HandlerError, RpcError, SharedError};
+pub use server::{Context, ServedConnection, Server, ServerBuilder, ShutdownReport};

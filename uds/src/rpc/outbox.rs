@@ -22,15 +22,13 @@ use std::io::{self, IoSlice};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use std::os::fd::AsFd;
-
 use bytes::Bytes;
-use tokio::net::UnixStream;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::Notify;
 
 use super::envelope::EnvelopeRef;
+use super::error::{RpcError, SharedError};
 use crate::frame::{MAX_HEADER_LEN, encode_header};
+use crate::net::WriteHalf;
 
 /// `data` fields at least this large are written from the caller's `Bytes`.
 const BIG_DATA: usize = 8 * 1024;
@@ -40,8 +38,10 @@ const MAX_IOV: usize = 64;
 /// Why the outbox refuses frames.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Closed {
-    /// The writer failed; the connection is gone.
+    /// The connection is gone (said why, in words).
     Broken(String),
+    /// A write failed with this error; the connection is gone.
+    Failed(SharedError),
     /// The outbox was closed on purpose.
     Shutdown,
 }
@@ -50,7 +50,23 @@ impl std::fmt::Display for Closed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Closed::Broken(e) => write!(f, "write failed: {e}"),
+            Closed::Failed(e) => write!(f, "write failed: {e}"),
             Closed::Shutdown => f.write_str("connection is shutting down"),
+        }
+    }
+}
+
+impl Closed {
+    /// The error of a call that could not be sent; a write error is its
+    /// source.
+    pub(crate) fn into_rpc_error(self) -> RpcError {
+        let source = match &self {
+            Closed::Failed(e) => Some(e.clone()),
+            Closed::Broken(_) | Closed::Shutdown => None,
+        };
+        RpcError::ConnectionClosed {
+            reason: self.to_string(),
+            source,
         }
     }
 }
@@ -96,7 +112,94 @@ struct Queue {
     active: bool,
 }
 
+/// What [`Queue::enqueue`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Enqueued {
+    /// Over the high-water mark: nothing queued; wait for room.
+    Full,
+    /// Queued; whoever is writing (a caller, or the writer task woken for
+    /// what was queued before) writes it too.
+    Queued,
+    /// Queued on an idle connection: the caller now holds the `writing`
+    /// token and writes it at once.
+    WriteNow,
+}
+
+/// What a caller that wrote inline does next; see
+/// [`Queue::after_inline_write`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AfterWrite {
+    /// More was queued meanwhile: write another round.
+    Again,
+    /// The batch was not written through: the writer task has it (and the
+    /// token).
+    HandedOff,
+    /// Nothing left: the token is released. `finishing`: the outbox is
+    /// closing, and the writer task waits for the token.
+    Released { finishing: bool },
+}
+
 impl Queue {
+    /// Encodes a frame into the queue if it may be queued: the decision of
+    /// a push, made under the lock, with no I/O. `limit` is the high-water
+    /// mark (`None`: queue regardless); a frame always fits an empty queue.
+    fn enqueue(
+        &mut self,
+        env: &EnvelopeRef<'_>,
+        data: Option<&Bytes>,
+        limit: Option<usize>,
+    ) -> Result<Enqueued, Closed> {
+        if let Some(c) = &self.closed {
+            return Err(c.clone());
+        }
+        if self.finish {
+            return Err(Closed::Shutdown);
+        }
+        let body_len = env.encoded_len();
+        let mut hdr = [0u8; MAX_HEADER_LEN];
+        let hlen = encode_header(body_len, &mut hdr);
+        let total = hlen + body_len;
+        if limit.is_some_and(|max| self.queued > 0 && self.queued + total > max) {
+            return Ok(Enqueued::Full);
+        }
+        let was_empty = self.queued == 0;
+        self.active = true;
+        let b = &mut self.batch;
+        b.small.extend_from_slice(&hdr[..hlen]);
+        match data {
+            Some(big) if big.len() >= BIG_DATA => {
+                env.encode_prefix(&mut b.small);
+                let at = b.small.len();
+                b.big.push((at, big.clone()));
+                env.encode_suffix(&mut b.small);
+            }
+            _ => env.encode(&mut b.small),
+        }
+        self.queued += total;
+        if self.writing || !was_empty {
+            return Ok(Enqueued::Queued);
+        }
+        self.writing = true;
+        Ok(Enqueued::WriteNow)
+    }
+
+    /// Takes back a batch a caller wrote inline (`done`: all of it, without
+    /// error) and decides what it does next.
+    fn after_inline_write(&mut self, batch: Batch, done: bool) -> AfterWrite {
+        if !done {
+            self.handoff = Some(batch);
+            return AfterWrite::HandedOff;
+        }
+        self.recycle(batch);
+        if self.queued == 0 || self.closed.is_some() {
+            self.writing = false;
+            return AfterWrite::Released {
+                finishing: self.finish,
+            };
+        }
+        AfterWrite::Again
+    }
+
     /// Takes the queued frames, leaving the spare batch in their place.
     fn take_batch(&mut self) -> Batch {
         let spare = std::mem::take(&mut self.spare);
@@ -138,7 +241,7 @@ pub(crate) struct Outbox {
     /// The socket's write side. Written by a caller while nothing else is
     /// queued or being written (see [`Outbox::try_push`]), else by the
     /// writer task.
-    sock: OwnedWriteHalf,
+    sock: WriteHalf,
     wake_writer: Notify,
     space: Notify,
     high_water: usize,
@@ -148,10 +251,6 @@ pub(crate) struct Outbox {
     /// Fired when the outbox breaks: waiters on other signals can stop.
     broken: tokio_util::sync::CancellationToken,
 }
-
-/// Default time a connection's writes may make no progress before the peer
-/// is taken to have stopped reading and the connection is broken: 30 s.
-pub const DEFAULT_WRITE_STALL: Duration = Duration::from_secs(30);
 
 /// Rounds a caller that found the connection idle writes what others queued
 /// meanwhile, before leaving the rest to the writer task.
@@ -163,7 +262,11 @@ const INLINE_ROUNDS: usize = 4;
 const IDLE_RELEASE: Duration = crate::frame::DEFAULT_IDLE_RELEASE;
 
 impl Outbox {
-    pub(crate) fn new(sock: OwnedWriteHalf, high_water: usize, stall: Duration) -> Self {
+    /// An outbox writing to `sock`, whose send buffer it widens. A write
+    /// timeout kept on `sock` shorter than `stall` applies instead.
+    pub(crate) fn new(sock: WriteHalf, high_water: usize, stall: Duration) -> Self {
+        widen_send_buffer(&sock);
+        let stall = sock.write_timeout().map_or(stall, |t| t.min(stall));
         Outbox {
             queue: Mutex::new(Queue::default()),
             sock,
@@ -189,52 +292,35 @@ impl Outbox {
     /// Queues a frame if there is room (or the queue is empty). `Ok(false)`:
     /// full, try again after `space` is notified.
     ///
-    /// When nothing else is queued or being written, the caller writes the
-    /// frame itself with non-blocking writes (outside the lock, holding the
-    /// `writing` token so no other frame can get between its bytes), then
-    /// whatever others queued meanwhile, for a few rounds: an idle or lightly
-    /// loaded connection's frames go out without waking the writer task.
-    /// What the socket does not take at once is handed to the writer task.
+    /// The decision is [`Queue::enqueue`], under the lock; when it makes
+    /// this caller the writer, [`write_inline`](Self::write_inline) writes
+    /// the frame at once.
     fn try_push(
         &self,
         env: &EnvelopeRef<'_>,
         data: Option<&Bytes>,
         force: bool,
     ) -> Result<bool, Closed> {
-        let body_len = env.encoded_len();
-        let mut hdr = [0u8; MAX_HEADER_LEN];
-        let hlen = encode_header(body_len, &mut hdr);
-        let total = hlen + body_len;
+        let limit = if force { None } else { Some(self.high_water) };
         let mut q = self.lock();
-        if let Some(c) = &q.closed {
-            return Err(c.clone());
-        }
-        if q.finish {
-            return Err(Closed::Shutdown);
-        }
-        if !force && q.queued > 0 && q.queued + total > self.high_water {
-            return Ok(false);
-        }
-        let was_empty = q.queued == 0;
-        q.active = true;
-        let b = &mut q.batch;
-        b.small.extend_from_slice(&hdr[..hlen]);
-        match data {
-            Some(big) if big.len() >= BIG_DATA => {
-                env.encode_prefix(&mut b.small);
-                let at = b.small.len();
-                b.big.push((at, big.clone()));
-                env.encode_suffix(&mut b.small);
+        match q.enqueue(env, data, limit)? {
+            Enqueued::Full => Ok(false),
+            Enqueued::Queued => Ok(true),
+            Enqueued::WriteNow => {
+                self.write_inline(q);
+                Ok(true)
             }
-            _ => env.encode(&mut b.small),
         }
-        q.queued += total;
-        if q.writing || !was_empty {
-            // Whoever holds the token, or the writer task woken for what
-            // was queued already, writes this frame too.
-            return Ok(true);
-        }
-        q.writing = true;
+    }
+
+    /// Writes what is queued with non-blocking writes, outside the lock,
+    /// holding the `writing` token (set by [`Queue::enqueue`]) so that no
+    /// other frame can get between its bytes; then whatever others queued
+    /// meanwhile, for a few rounds: an idle or lightly loaded connection's
+    /// frames go out without waking the writer task. What the socket does
+    /// not take at once is handed to the writer task. Synchronous, so a
+    /// caller's future being dropped cannot leave half a frame behind.
+    fn write_inline<'a>(&'a self, mut q: MutexGuard<'a, Queue>) {
         for round in 0..INLINE_ROUNDS {
             let mut batch = q.take_batch();
             drop(q);
@@ -245,37 +331,35 @@ impl Outbox {
             let mut cursor = Cursor::new(&batch.small, &batch.big, batch.skip);
             // An error other than "would block" stops the inline write; the
             // writer task meets it again and breaks the outbox.
-            let failed = write_now(self.sock.as_ref(), &mut cursor).is_err();
-            let done = cursor.done();
+            let failed = write_now(&self.sock, &mut cursor).is_err();
+            let done = cursor.done() && !failed;
             batch.skip = cursor.position();
             if done {
                 // Release the payloads outside the lock.
                 batch.big.clear();
             }
             q = self.lock();
-            if !done || failed {
-                q.handoff = Some(batch);
-                drop(q);
-                self.wake_writer.notify_one();
-                return Ok(true);
-            }
-            q.recycle(batch);
-            if q.queued == 0 || q.closed.is_some() {
-                q.writing = false;
-                let finishing = q.finish;
-                drop(q);
-                if finishing {
-                    // The writer task may be waiting for the token to close.
+            match q.after_inline_write(batch, done) {
+                AfterWrite::Again => {}
+                AfterWrite::HandedOff => {
+                    drop(q);
                     self.wake_writer.notify_one();
+                    return;
                 }
-                return Ok(true);
+                AfterWrite::Released { finishing } => {
+                    drop(q);
+                    if finishing {
+                        // The writer task may be waiting for the token to close.
+                        self.wake_writer.notify_one();
+                    }
+                    return;
+                }
             }
         }
         // Others keep queueing: the writer task takes over.
         q.writing = false;
         drop(q);
         self.wake_writer.notify_one();
-        Ok(true)
     }
 
     /// Queues a frame, waiting while the queue is over its high-water mark.
@@ -316,9 +400,19 @@ impl Outbox {
 
     /// Marks the outbox broken (e.g. the reader saw the connection die).
     pub(crate) fn break_with(&self, why: &str) {
+        self.break_as(Closed::Broken(why.to_owned()));
+    }
+
+    /// Marks the outbox broken by a write error, kept as the source of the
+    /// errors of calls that could not be sent.
+    fn break_by(&self, err: io::Error) {
+        self.break_as(Closed::Failed(SharedError::new(err)));
+    }
+
+    fn break_as(&self, closed: Closed) {
         let mut q = self.lock();
         if q.closed.is_none() {
-            q.closed = Some(Closed::Broken(why.to_owned()));
+            q.closed = Some(closed);
         }
         drop(q);
         self.broken.cancel();
@@ -331,13 +425,13 @@ impl Outbox {
     /// aborted, so the peer sees end-of-stream even while a handler's
     /// `Context` keeps the connection state alive.
     pub(crate) async fn run_writer(&self) {
-        struct ShutdownOnDrop<'a>(&'a UnixStream);
+        struct ShutdownOnDrop<'a>(&'a WriteHalf);
         impl Drop for ShutdownOnDrop<'_> {
             fn drop(&mut self) {
-                let _ = crate::sys::shutdown_write(self.0.as_fd());
+                let _ = self.0.shutdown_write();
             }
         }
-        let _shutdown = ShutdownOnDrop(self.sock.as_ref());
+        let _shutdown = ShutdownOnDrop(&self.sock);
         self.write_queued().await;
     }
 
@@ -396,12 +490,12 @@ impl Outbox {
             }
             let cursor = Cursor::new(&batch.small, &batch.big, batch.skip);
             let written = tokio::select! {
-                r = write_all(self.sock.as_ref(), cursor, self.stall) => r,
+                r = write_all(&self.sock, cursor, self.stall) => r,
                 () = self.broken.cancelled() => return,
             };
             if let Err(e) = written {
                 tracing::debug!(%e, "rpc connection write failed");
-                self.break_with(&e.to_string());
+                self.break_by(e);
                 return;
             }
             // Release the payloads outside the lock.
@@ -410,6 +504,14 @@ impl Outbox {
             q.writing = false;
             q.recycle(batch);
         }
+    }
+}
+
+/// Asks for [`SEND_BUFFER`](super::defaults::SEND_BUFFER) on an RPC
+/// connection; failure only costs throughput, so it is logged.
+fn widen_send_buffer(sock: &WriteHalf) {
+    if let Err(e) = sock.set_send_buffer(super::defaults::SEND_BUFFER) {
+        tracing::debug!(%e, "could not widen the socket's send buffer");
     }
 }
 
@@ -506,7 +608,7 @@ impl<'a> Cursor<'a> {
 }
 
 /// Writes what the socket takes without waiting.
-fn write_now(sock: &UnixStream, c: &mut Cursor<'_>) -> io::Result<()> {
+fn write_now(sock: &WriteHalf, c: &mut Cursor<'_>) -> io::Result<()> {
     while !c.done() {
         let mut iov = [IoSlice::new(&[]); MAX_IOV];
         let n_iov = c.fill(&mut iov);
@@ -523,7 +625,7 @@ fn write_now(sock: &UnixStream, c: &mut Cursor<'_>) -> io::Result<()> {
 /// Writes everything from the cursor on, failing if no byte can be written
 /// for `no_progress_limit`.
 async fn write_all(
-    sock: &UnixStream,
+    sock: &WriteHalf,
     mut c: Cursor<'_>,
     no_progress_limit: Duration,
 ) -> io::Result<()> {
@@ -544,4 +646,114 @@ async fn write_all(
             })??;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(data: &[u8]) -> EnvelopeRef<'_> {
+        EnvelopeRef {
+            id: 1,
+            data,
+            ..EnvelopeRef::default()
+        }
+    }
+
+    /// Bytes a frame of `env` takes in the queue, header included.
+    fn framed(env: &EnvelopeRef<'_>) -> usize {
+        let mut hdr = [0u8; MAX_HEADER_LEN];
+        encode_header(env.encoded_len(), &mut hdr) + env.encoded_len()
+    }
+
+    #[test]
+    fn the_first_frame_on_an_idle_connection_is_written_by_its_caller() {
+        let mut q = Queue::default();
+        let e = env(b"hello");
+        assert_eq!(q.enqueue(&e, None, Some(1)).unwrap(), Enqueued::WriteNow);
+        assert!(q.writing && q.active);
+        assert_eq!(
+            q.queued,
+            framed(&e),
+            "over the mark, but the queue was empty"
+        );
+        // The token is taken: the next frame is only queued.
+        assert_eq!(q.enqueue(&e, None, None).unwrap(), Enqueued::Queued);
+        assert_eq!(q.queued, 2 * framed(&e));
+    }
+
+    #[test]
+    fn a_frame_over_the_high_water_mark_waits_unless_forced() {
+        let mut q = Queue::default();
+        let e = env(&[7; 100]);
+        let one = framed(&e);
+        assert_eq!(q.enqueue(&e, None, Some(one)).unwrap(), Enqueued::WriteNow);
+        assert_eq!(q.enqueue(&e, None, Some(one)).unwrap(), Enqueued::Full);
+        assert_eq!(q.queued, one, "a full push queues nothing");
+        assert_eq!(q.enqueue(&e, None, None).unwrap(), Enqueued::Queued);
+        assert_eq!(q.queued, 2 * one);
+    }
+
+    #[test]
+    fn frames_queued_behind_others_leave_the_writing_to_whoever_writes() {
+        let mut q = Queue::default();
+        let e = env(b"x");
+        q.enqueue(&e, None, None).unwrap();
+        q.writing = false; // as if the writer task took the token back
+        assert_eq!(q.enqueue(&e, None, None).unwrap(), Enqueued::Queued);
+        assert!(!q.writing, "the writer task was woken for the first frame");
+    }
+
+    #[test]
+    fn a_closed_or_finishing_queue_refuses_frames() {
+        let mut q = Queue {
+            finish: true,
+            ..Queue::default()
+        };
+        assert_eq!(q.enqueue(&env(b"x"), None, None), Err(Closed::Shutdown));
+        q.closed = Some(Closed::Broken("gone".into()));
+        assert_eq!(
+            q.enqueue(&env(b"x"), None, None),
+            Err(Closed::Broken("gone".into()))
+        );
+        assert_eq!(q.queued, 0);
+    }
+
+    #[test]
+    fn large_data_is_queued_by_reference_not_copied() {
+        let mut q = Queue::default();
+        let big = Bytes::from(vec![3u8; BIG_DATA]);
+        let e = env(&big);
+        q.enqueue(&e, Some(&big), None).unwrap();
+        assert_eq!(q.batch.big.len(), 1);
+        assert_eq!(q.batch.big[0].1.as_ptr(), big.as_ptr());
+        assert_eq!(q.batch.small.len() + big.len(), framed(&e));
+        let small = Bytes::from_static(b"small");
+        q.enqueue(&env(&small), Some(&small), None).unwrap();
+        assert_eq!(q.batch.big.len(), 1, "small data is copied");
+    }
+
+    #[test]
+    fn after_an_inline_write_the_caller_goes_on_hands_off_or_lets_go() {
+        let mut q = Queue::default();
+        let e = env(b"x");
+        q.enqueue(&e, None, None).unwrap();
+        let batch = q.take_batch();
+        assert_eq!(
+            q.after_inline_write(batch, true),
+            AfterWrite::Released { finishing: false }
+        );
+        assert!(!q.writing);
+
+        q.enqueue(&e, None, None).unwrap();
+        let batch = q.take_batch();
+        q.enqueue(&e, None, None).unwrap(); // queued meanwhile
+        assert_eq!(q.after_inline_write(batch, true), AfterWrite::Again);
+        let batch = q.take_batch();
+        assert_eq!(q.after_inline_write(batch, false), AfterWrite::HandedOff);
+        assert!(
+            q.writing && q.handoff.is_some(),
+            "the writer task holds it now"
+        );
+    }
 }

@@ -17,6 +17,15 @@ impl Client {
     /// Calls `method` with `req` encoded by codec `C`, decoding the reply as
     /// `Resp`. The building block of [`call_json`](Self::call_json),
     /// [`call_proto`](Self::call_proto) and generated clients.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Codec`] if the request cannot be encoded or the reply
+    /// decoded; otherwise as [`Client::call_with`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Client::call_with`]: dropping the future cancels the call.
     pub async fn call_typed<C, Req, Resp>(
         &self,
         method: &str,
@@ -48,6 +57,15 @@ impl Client {
     /// assert_eq!(sum, 6);
     /// # Ok(()) }
     /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Codec`] if the request cannot be encoded or the reply
+    /// decoded; otherwise as [`Client::call_with`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Client::call_with`]: dropping the future cancels the call.
     #[cfg(feature = "json")]
     pub async fn call_json<Req, Resp>(&self, method: &str, req: &Req) -> Result<Resp, RpcError>
     where
@@ -59,6 +77,15 @@ impl Client {
     }
 
     /// Calls `method` with a protobuf request and decodes the protobuf reply.
+    ///
+    /// # Errors
+    ///
+    /// [`RpcError::Codec`] if the request cannot be encoded or the reply
+    /// decoded; otherwise as [`Client::call_with`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Client::call_with`]: dropping the future cancels the call.
     #[cfg(feature = "proto")]
     pub async fn call_proto<Req, Resp>(&self, method: &str, req: &Req) -> Result<Resp, RpcError>
     where

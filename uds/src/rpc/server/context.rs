@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
-use super::server::ConnState;
+use super::in_flight::CallHandle;
 use crate::cred::Cred;
+use crate::rpc::cancel::Cancellation;
 
 /// The context of one call: who is calling, until when, and whether the call
 /// was cancelled.
@@ -19,10 +19,10 @@ use crate::cred::Cred;
 /// [`Context::cancellation`].
 #[derive(Debug, Clone)]
 pub struct Context {
-    pub(crate) peer: Arc<Cred>,
-    pub(crate) id: u32,
-    pub(crate) deadline: Option<Instant>,
-    pub(crate) conn: Arc<ConnState>,
+    pub(super) peer: Arc<Cred>,
+    pub(super) deadline: Option<Instant>,
+    /// The call's entry in its connection's table: its id and cancellation.
+    pub(super) call: CallHandle,
 }
 
 impl Context {
@@ -33,7 +33,7 @@ impl Context {
 
     /// The call id the client chose.
     pub fn call_id(&self) -> u32 {
-        self.id
+        self.call.id()
     }
 
     /// When the call's deadline passes, if it has one: the client's, or the
@@ -49,9 +49,9 @@ impl Context {
             .map(|d| d.saturating_duration_since(Instant::now()))
     }
 
-    /// A token cancelled when this call is cancelled, for work outside the
-    /// handler's future. Created on first use; cheap to clone.
-    pub fn cancellation(&self) -> CancellationToken {
-        self.conn.cancellation_token(self.id)
+    /// A signal fired when this call is cancelled (or ends), for work
+    /// outside the handler's future. Created on first use; cheap to clone.
+    pub fn cancellation(&self) -> Cancellation {
+        self.call.cancellation()
     }
 }

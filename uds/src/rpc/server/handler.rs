@@ -1,0 +1,156 @@
+//! Handlers: the type-erased form the server stores, and how one call's
+//! handler runs (to its deadline, panics caught, a stream paced by credit).
+
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+
+use bytes::Bytes;
+use futures_util::FutureExt;
+use tokio::task::AbortHandle;
+use tokio::time::Instant;
+
+use super::conn::{CallGuard, Outcome};
+use super::context::Context;
+use crate::rpc::envelope::EnvelopeRef;
+use crate::rpc::error::{ErrorCode, HandlerError};
+
+/// Type-erased handler: starts one call as its own task. Spawning inside the
+/// generic impl keeps the handler's future unboxed — one allocation per call.
+pub(super) trait ErasedHandler: Send + Sync + 'static {
+    fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard) -> AbortHandle;
+
+    /// Whether the handler answers with a stream of items.
+    fn streaming(&self) -> bool {
+        false
+    }
+}
+
+pub(super) struct StreamHandler<F>(pub(super) F);
+
+impl<F, Fut, S> ErasedHandler for StreamHandler<F>
+where
+    F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<S, HandlerError>> + Send + 'static,
+    S: futures_core::Stream<Item = Result<Bytes, HandlerError>> + Send + 'static,
+{
+    fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard) -> AbortHandle {
+        let fut = std::panic::catch_unwind(AssertUnwindSafe(|| (self.0)(ctx, req)));
+        tokio::spawn(async move {
+            let outcome = match fut {
+                Ok(fut) => {
+                    let pump = pump_stream(fut, &call);
+                    run_to_deadline(pump, call.deadline, call.expiry).await
+                }
+                Err(_) => Err(panicked()),
+            };
+            call.finish_stream(outcome.map(drop)).await;
+        })
+        .abort_handle()
+    }
+
+    fn streaming(&self) -> bool {
+        true
+    }
+}
+
+/// Sends a handler's stream item by item, each only once the client has
+/// granted credit for it: a slow client slows the producer.
+async fn pump_stream<Fut, S>(fut: Fut, call: &CallGuard) -> Outcome
+where
+    Fut: Future<Output = Result<S, HandlerError>>,
+    S: futures_core::Stream<Item = Result<Bytes, HandlerError>>,
+{
+    use futures_util::StreamExt;
+    let stream = fut.await?;
+    let mut stream = std::pin::pin!(stream);
+    let Some(credits) = call.credits.as_ref() else {
+        return Err(HandlerError::server("stream without flow control"));
+    };
+    loop {
+        // The next item first, then the credit to send it: the end of the
+        // stream is not an item and needs none (a stream of exactly its
+        // window's items must end without waiting for a grant the client has
+        // no reason to send). The producer runs at most one item ahead.
+        match stream.next().await {
+            Some(Ok(item)) => {
+                let credit = tokio::select! {
+                    c = credits.acquire() => c,
+                    () = call.conn.outbox.broken() => {
+                        return Err(HandlerError::server("connection closed"));
+                    }
+                };
+                match credit {
+                    Ok(permit) => permit.forget(),
+                    Err(_) => return Err(HandlerError::server("stream closed")),
+                }
+                let env = EnvelopeRef {
+                    id: call.id,
+                    data: &item,
+                    stream_item: true,
+                    ..EnvelopeRef::default()
+                };
+                if env.encoded_len() > call.conn.max_frame_len {
+                    return Err(HandlerError::server(format!(
+                        "a stream item of {} bytes exceeds the frame limit",
+                        item.len()
+                    )));
+                }
+                if call.conn.outbox.push(&env, Some(&item)).await.is_err() {
+                    return Err(HandlerError::server("connection closed"));
+                }
+            }
+            Some(Err(e)) => return Err(e),
+            None => return Ok(Bytes::new()),
+        }
+    }
+}
+
+pub(super) struct FnHandler<F>(pub(super) F);
+
+impl<F, Fut> ErasedHandler for FnHandler<F>
+where
+    F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard) -> AbortHandle {
+        // A handler that panics while *building* its future is caught too.
+        let fut = std::panic::catch_unwind(AssertUnwindSafe(|| (self.0)(ctx, req)));
+        tokio::spawn(async move {
+            let outcome = match fut {
+                Ok(fut) => run_to_deadline(fut, call.deadline, call.expiry).await,
+                Err(_) => Err(panicked()),
+            };
+            call.finish(outcome).await;
+        })
+        .abort_handle()
+    }
+}
+
+pub(super) fn panicked() -> HandlerError {
+    HandlerError::server("the handler panicked")
+}
+
+/// What a call that runs out of time is told, by who set its deadline.
+pub(super) const EXPIRED_CLIENT: &str = "the handler did not finish before the call's deadline";
+pub(super) const EXPIRED_MAX_TIMEOUT: &str =
+    "the handler did not finish within the server's limit on a call's time (max_timeout)";
+pub(super) const EXPIRED_MAX_STREAM: &str =
+    "the stream did not finish within the server's limit on a stream's time (max_stream_duration)";
+
+async fn run_to_deadline<Fut: Future<Output = Outcome>>(
+    fut: Fut,
+    deadline: Option<Instant>,
+    expiry: &'static str,
+) -> Outcome {
+    let guarded = AssertUnwindSafe(fut).catch_unwind();
+    let result = match deadline {
+        Some(at) => match tokio::time::timeout_at(at, guarded).await {
+            Ok(r) => r,
+            Err(_) => {
+                return Err(HandlerError::with_code(ErrorCode::DeadlineExceeded, expiry));
+            }
+        },
+        None => guarded.await,
+    };
+    result.unwrap_or_else(|_| Err(panicked()))
+}

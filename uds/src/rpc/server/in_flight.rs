@@ -1,0 +1,273 @@
+//! The calls running on one connection: their abort handles, cancellation
+//! signals and stream credit, and the "no call left" signal a draining
+//! connection waits for.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::AbortHandle;
+
+use crate::rpc::cancel::Cancellation;
+use crate::rpc::defaults::MAX_STREAM_CREDIT;
+
+/// A connection's table of calls in flight, by call id.
+#[derive(Debug, Default)]
+pub(super) struct InFlightCalls {
+    table: Mutex<Table>,
+    /// Notified when the last call in flight ends.
+    drained: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    calls: HashMap<u32, Entry>,
+    /// Tells a call from a later one that reuses its id.
+    seq: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    abort: Option<AbortHandle>,
+    cancellation: Option<Cancellation>,
+    /// For a stream: items the client is ready for.
+    credits: Option<Arc<Semaphore>>,
+}
+
+impl Entry {
+    fn cancel(self) {
+        if let Some(a) = self.abort {
+            a.abort();
+        }
+        if let Some(c) = self.cancellation {
+            c.fire();
+        }
+    }
+}
+
+/// Which registration of a call id: see [`InFlightCalls::insert`].
+pub(super) type Seq = u64;
+
+impl InFlightCalls {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        // Never held across a point that could leave the table half
+        // updated: recover from poisoning rather than propagate it.
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether a call with this id is running.
+    pub(super) fn contains(&self, id: u32) -> bool {
+        self.lock().calls.contains_key(&id)
+    }
+
+    /// Whether no call is running.
+    pub(super) fn is_idle(&self) -> bool {
+        self.lock().calls.is_empty()
+    }
+
+    /// Registers a call about to start (the caller checked that the id is
+    /// free), with its stream credit if it is a stream.
+    pub(super) fn insert(&self, id: u32, credits: Option<Arc<Semaphore>>) -> Seq {
+        let mut t = self.lock();
+        t.seq += 1;
+        let seq = t.seq;
+        t.calls.insert(
+            id,
+            Entry {
+                seq,
+                abort: None,
+                cancellation: None,
+                credits,
+            },
+        );
+        seq
+    }
+
+    /// Gives the call its task's abort handle, unless it has already ended
+    /// (its id may then be another call's).
+    pub(super) fn set_abort(&self, id: u32, seq: Seq, abort: AbortHandle) {
+        if let Some(entry) = self.lock().calls.get_mut(&id)
+            && entry.seq == seq
+        {
+            entry.abort = Some(abort);
+        }
+    }
+
+    /// Forgets a call that ended by itself: fires its cancellation (work
+    /// watching it stops too) and wakes drain waiters if it was the last.
+    pub(super) fn finished(&self, id: u32, seq: Seq) {
+        let (now_idle, cancellation) = {
+            let mut t = self.lock();
+            let mut cancellation = None;
+            if t.calls.get(&id).is_some_and(|e| e.seq == seq) {
+                cancellation = t.calls.remove(&id).and_then(|e| e.cancellation);
+            }
+            (t.calls.is_empty(), cancellation)
+        };
+        if let Some(c) = cancellation {
+            c.fire();
+        }
+        if now_idle {
+            self.drained.notify_waiters();
+        }
+    }
+
+    /// The call's cancellation signal, created on first use; an already
+    /// fired one if the call is over.
+    pub(super) fn cancellation(&self, id: u32) -> Cancellation {
+        if let Some(entry) = self.lock().calls.get_mut(&id) {
+            return entry
+                .cancellation
+                .get_or_insert_with(Cancellation::new)
+                .clone();
+        }
+        Cancellation::fired()
+    }
+
+    /// Adds stream credit from the client, capped so that a hostile grant
+    /// can neither overflow the semaphore nor mean "unlimited".
+    pub(super) fn grant(&self, id: u32, credit: u32) {
+        let t = self.lock();
+        if let Some(credits) = t.calls.get(&id).and_then(|e| e.credits.as_ref()) {
+            let max = MAX_STREAM_CREDIT as usize;
+            let room = max.saturating_sub(credits.available_permits());
+            credits.add_permits((credit as usize).min(room));
+        }
+    }
+
+    /// Stops the call with this id; whether there was one.
+    pub(super) fn cancel(&self, id: u32) -> bool {
+        let entry = self.lock().calls.remove(&id);
+        let Some(entry) = entry else {
+            return false;
+        };
+        entry.cancel();
+        if self.is_idle() {
+            self.drained.notify_waiters();
+        }
+        true
+    }
+
+    /// Stops every call; how many there were.
+    pub(super) fn cancel_all(&self) -> u64 {
+        let all: Vec<Entry> = self.lock().calls.drain().map(|(_, v)| v).collect();
+        let n = all.len() as u64;
+        for e in all {
+            e.cancel();
+        }
+        self.drained.notify_waiters();
+        n
+    }
+
+    /// Waits until no call is in flight.
+    ///
+    /// Cancel safe: it only waits.
+    pub(super) async fn wait_drained(&self) {
+        loop {
+            let drained = self.drained.notified();
+            tokio::pin!(drained);
+            drained.as_mut().enable();
+            if self.is_idle() {
+                return;
+            }
+            drained.await;
+        }
+    }
+}
+
+/// What a handler's [`Context`](crate::rpc::Context) holds of its call: the
+/// way to its cancellation signal, and nothing else of the connection.
+#[derive(Debug, Clone)]
+pub(crate) struct CallHandle {
+    calls: Arc<InFlightCalls>,
+    id: u32,
+}
+
+impl CallHandle {
+    pub(super) fn new(calls: Arc<InFlightCalls>, id: u32) -> Self {
+        CallHandle { calls, id }
+    }
+
+    /// The call id.
+    pub(crate) fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// See [`InFlightCalls::cancellation`].
+    pub(crate) fn cancellation(&self) -> Cancellation {
+        self.calls.cancellation(self.id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_finished_call_fires_its_cancellation_and_frees_its_id() {
+        let calls = Arc::new(InFlightCalls::default());
+        let seq = calls.insert(7, None);
+        let handle = CallHandle::new(calls.clone(), 7);
+        let c = handle.cancellation();
+        assert!(calls.contains(7) && !c.is_cancelled());
+        calls.finished(7, seq);
+        assert!(c.is_cancelled());
+        assert!(calls.is_idle());
+        assert!(handle.cancellation().is_cancelled(), "over: fired");
+    }
+
+    #[test]
+    fn a_stale_finish_leaves_a_later_call_with_the_same_id_alone() {
+        let calls = InFlightCalls::default();
+        let old = calls.insert(7, None);
+        assert!(calls.cancel(7));
+        let new = calls.insert(7, None);
+        assert_ne!(old, new);
+        calls.finished(7, old);
+        assert!(calls.contains(7), "the newer call was removed");
+        calls.finished(7, new);
+        assert!(!calls.contains(7));
+    }
+
+    #[test]
+    fn cancel_fires_the_signal_and_reports_unknown_ids() {
+        let calls = InFlightCalls::default();
+        calls.insert(1, None);
+        calls.insert(2, None);
+        let c = calls.cancellation(1);
+        assert!(!calls.cancel(3));
+        assert!(calls.cancel(1));
+        assert!(c.is_cancelled());
+        assert!(!calls.cancel(1), "already gone");
+        assert_eq!(calls.cancel_all(), 1);
+        assert!(calls.is_idle());
+    }
+
+    #[test]
+    fn grants_are_capped_at_the_most_credit_a_client_may_hold() {
+        let calls = InFlightCalls::default();
+        let credits = Arc::new(Semaphore::new(16));
+        calls.insert(5, Some(credits.clone()));
+        calls.grant(5, u32::MAX);
+        assert_eq!(credits.available_permits(), MAX_STREAM_CREDIT as usize);
+        calls.grant(5, 10);
+        assert_eq!(credits.available_permits(), MAX_STREAM_CREDIT as usize);
+        calls.grant(6, 10); // no such call: nothing happens
+    }
+
+    #[tokio::test]
+    async fn wait_drained_returns_when_the_last_call_ends() {
+        let calls = Arc::new(InFlightCalls::default());
+        calls.wait_drained().await; // idle: at once
+        let seq = calls.insert(1, None);
+        let waiter = tokio::spawn({
+            let calls = calls.clone();
+            async move { calls.wait_drained().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiter.is_finished());
+        calls.finished(1, seq);
+        waiter.await.unwrap();
+    }
+}

@@ -1,0 +1,249 @@
+//! Serving one connection: admit the peer, read request frames until the
+//! reading ends (and say why), then drain: answer what never started, stop
+//! or await the calls, flush the replies.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+
+use super::conn::ConnState;
+use super::dispatch::Session;
+use super::in_flight::InFlightCalls;
+use super::parked::{MIN_PARKED, ParkLimits, ParkedQueue};
+use super::peers::{PeerHold, acquire_slots};
+use super::shared::Shared;
+use crate::cred::Cred;
+use crate::frame::{FrameConfig, FrameError, FrameReader};
+use crate::net::{Conn, ReadHalf};
+use crate::rpc::error::HandlerError;
+use crate::rpc::outbox::Outbox;
+
+type Reader = FrameReader<ReadHalf>;
+
+/// Why a connection's read loop ended; decides what happens to the calls
+/// in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadEnd {
+    /// The server is shutting down: no new requests are read.
+    Stopped,
+    /// The connection stayed idle past the idle timeout.
+    Idle,
+    /// The peer closed its side between frames.
+    Eof,
+    /// Reading failed, the peer broke the framing, or replies can no longer
+    /// be written.
+    Broken,
+}
+
+/// Serves a connection until it ends and every call on it has finished (or
+/// been stopped). The connection task's body.
+pub(super) async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
+    let Some(hold) = admit(&shared, conn.peer_cred()) else {
+        // Dropped unread: the peer sees the connection close.
+        return;
+    };
+    let peer = conn.peer_cred().clone();
+    let (rd, wr) = conn.into_split();
+    let state = Arc::new(ConnState {
+        outbox: Outbox::new(wr, shared.config.write_queue, shared.config.write_stall),
+        calls: Arc::new(InFlightCalls::default()),
+        max_frame_len: shared.config.max_frame_len,
+    });
+    let writer = tokio::spawn({
+        let state = state.clone();
+        async move { state.outbox.run_writer().await }
+    });
+    let mut reader = FrameReader::with_config(
+        rd,
+        FrameConfig {
+            max_frame_len: shared.config.max_frame_len,
+            frame_timeout: shared.config.frame_timeout,
+        },
+    );
+    // Issue 10 item 5 (sec-client): an idle connection gives its read
+    // buffers back; see FrameReader::set_idle_release.
+    reader.set_idle_release(Some(crate::frame::DEFAULT_IDLE_RELEASE));
+    // Requests read but waiting for a call slot. The reader never waits for a
+    // slot itself, so cancellations and stream credit keep being read at the
+    // limit; only when this queue is full too does it stop reading.
+    let limits = ParkLimits {
+        connection: shared.config.max_calls_per_conn.max(MIN_PARKED),
+        process: shared.config.max_queued_per_process,
+        user: shared.config.max_queued_per_user,
+    };
+    let mut parked = ParkedQueue::new(hold.process.clone(), hold.user.clone(), limits);
+    let session = Session {
+        permits: Arc::new(Semaphore::new(shared.config.max_calls_per_conn)),
+        shared,
+        state,
+        peer: Arc::new(peer),
+        hold,
+    };
+    let end = read_loop(&session, &mut reader, &mut parked).await;
+    drain(&session, &reader, writer, &mut parked, end).await;
+    // The peer's quotas count this connection until here.
+    drop(parked);
+    drop(session);
+}
+
+/// [`PeerHold::register`], logging a refusal (rate-limited).
+fn admit(shared: &Shared, peer: &Cred) -> Option<Arc<PeerHold>> {
+    match PeerHold::register(&shared.peers, shared.peer_limits(), peer) {
+        Ok(hold) => Some(Arc::new(hold)),
+        Err(open) => {
+            if let Some(suppressed) = shared.logs.too_many_connections.allow() {
+                tracing::warn!(
+                    peer = %peer,
+                    open,
+                    limit = shared.config.max_connections_per_user,
+                    suppressed,
+                    "closing connection: too many connections from this user"
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Reads and handles request frames, and starts queued requests as slots
+/// free up, until the reading ends; returns why.
+async fn read_loop(s: &Session, reader: &mut Reader, parked: &mut ParkedQueue) -> ReadEnd {
+    let Session {
+        shared,
+        state,
+        peer,
+        hold,
+        permits,
+    } = s;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = shared.stop_accepting.cancelled() => return ReadEnd::Stopped,
+            // Replies can no longer be written (the peer stopped reading, or
+            // the connection broke): stop reading requests too and close,
+            // rather than run handlers whose replies go nowhere.
+            () = state.outbox.broken() => {
+                if let Some(suppressed) = shared.logs.write_failed.allow() {
+                    tracing::debug!(peer = %peer, suppressed, "closing connection: replies cannot be written");
+                }
+                return ReadEnd::Broken;
+            }
+            slots = acquire_slots(permits, hold, &shared.calls), if !parked.is_empty() => {
+                if let (Some(slots), Some(call)) = (slots, parked.pop()) {
+                    s.start_call(call, slots).await;
+                }
+                continue;
+            }
+            () = idle(&state.calls, shared.config.idle_timeout), if parked.is_empty() => {
+                if let Some(suppressed) = shared.logs.idle.allow() {
+                    tracing::debug!(peer = %peer, suppressed, "closing idle connection");
+                }
+                return ReadEnd::Idle;
+            }
+            f = reader.read_frame(), if parked.has_room() => f,
+        };
+        let body = match frame_body(shared, peer, frame) {
+            Ok(body) => body,
+            Err(end) => return end,
+        };
+        tokio::select! {
+            () = shared.stop_accepting.cancelled() => return ReadEnd::Stopped,
+            () = s.handle_frame(parked, body) => {}
+        }
+        // Frames already in the read buffer are handed out without touching
+        // the socket, so without this a peer that keeps the buffer full
+        // (cancellations, bad frames, cheap calls) would hold this worker
+        // thread and starve every other connection on it. Each frame costs
+        // a unit of tokio's cooperative budget; when it runs out, the task
+        // yields to the others.
+        tokio::task::coop::consume_budget().await;
+    }
+}
+
+/// The end of a connection: answers the requests that never started,
+/// stops the calls if nobody can read their replies, waits for the rest
+/// (until a hard stop), and lets the writer flush.
+async fn drain<T>(
+    s: &Session,
+    reader: &Reader,
+    mut writer: JoinHandle<T>,
+    parked: &mut ParkedQueue,
+    end: ReadEnd,
+) {
+    let Session { shared, state, .. } = s;
+    let broken = end == ReadEnd::Broken;
+    // Requests that never got a slot are answered, with their ids.
+    if !broken {
+        while let Some(call) = parked.pop() {
+            let e = HandlerError::server("the server is shutting down; the call did not start");
+            state.reply(call.env.id, Err(e)).await;
+        }
+    }
+    // A broken connection, or a peer that closed both directions (not just
+    // its writing side): nobody will read replies, so stop the calls now.
+    if broken || (end == ReadEnd::Eof && peer_fully_closed(reader).await) {
+        state.outbox.break_with("the connection ended");
+        state.calls.cancel_all();
+    }
+    tokio::select! {
+        () = state.calls.wait_drained() => {}
+        () = state.outbox.broken() => {
+            state.calls.cancel_all();
+        }
+        () = shared.hard_stop.cancelled() => {
+            shared.aborted.fetch_add(state.calls.cancel_all(), Ordering::Relaxed);
+        }
+    }
+    state.outbox.finish();
+    tokio::select! {
+        _ = &mut writer => {}
+        () = shared.hard_stop.cancelled() => writer.abort(),
+    }
+}
+
+/// The body of a frame read, or how the reading ended (logged, at most once
+/// a second per kind).
+fn frame_body(
+    shared: &Shared,
+    peer: &Cred,
+    frame: Result<Option<Bytes>, FrameError>,
+) -> Result<Bytes, ReadEnd> {
+    match frame {
+        Ok(Some(body)) => Ok(body),
+        Ok(None) => Err(ReadEnd::Eof),
+        Err(FrameError::Io(e)) => {
+            if let Some(suppressed) = shared.logs.read_failed.allow() {
+                tracing::debug!(peer = %peer, %e, suppressed, "connection read failed");
+            }
+            Err(ReadEnd::Broken)
+        }
+        Err(e) => {
+            if let Some(suppressed) = shared.logs.bad_framing.allow() {
+                tracing::warn!(peer = %peer, %e, suppressed, "closing connection: bad framing");
+            }
+            Err(ReadEnd::Broken)
+        }
+    }
+}
+
+async fn peer_fully_closed(reader: &Reader) -> bool {
+    reader
+        .get_ref()
+        .peer_hung_up(Duration::from_millis(10))
+        .await
+}
+
+/// Completes once the connection has had no call in flight for `timeout`.
+async fn idle(calls: &InFlightCalls, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    // Within one read, calls only end (a new one needs a frame), so once the
+    // connection is drained it stays drained until this future is dropped.
+    calls.wait_drained().await;
+    tokio::time::sleep(timeout).await;
+}
