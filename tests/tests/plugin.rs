@@ -186,8 +186,9 @@ async fn dropping_the_plugin_kills_it() {
 /// Runs the test host, which starts a plugin, and kills the host with
 /// SIGKILL: the plugin must not outlive it.
 /// Runs the test host, which starts a plugin in `mode`, kills the host with
-/// SIGKILL, and returns the plugin's pid and whether it was gone within 5 s.
-async fn host_killed(mode: &str, pdeathsig: bool) -> (u32, bool) {
+/// SIGKILL, and returns the plugin's pid and whether it was gone within
+/// `wait`.
+async fn host_killed(mode: &str, pdeathsig: bool, wait: Duration) -> (u32, bool) {
     let mut args = vec![PLUGIN, mode];
     if pdeathsig {
         args.push("pdeathsig");
@@ -211,7 +212,7 @@ async fn host_killed(mode: &str, pdeathsig: bool) -> (u32, bool) {
     assert!(alive(pid));
     host.start_kill().unwrap();
     host.wait().await.unwrap();
-    (pid, gone_within(pid, Duration::from_secs(5)).await)
+    (pid, gone_within(pid, wait).await)
 }
 
 #[cfg(target_os = "linux")]
@@ -220,14 +221,14 @@ async fn a_plugin_dies_with_its_host_by_parent_death_signal() {
     // A plugin that ignores its connection closing: only the signal stops
     // it. Without the signal it outlives its host (which shows the test
     // can fail) ...
-    let (pid, gone) = host_killed("stubborn", false).await;
+    let (pid, gone) = host_killed("stubborn", false, Duration::from_secs(1)).await;
     assert!(
         !gone,
         "a stubborn plugin outlives its host without the signal"
     );
     uds_tests::kill9(pid);
     // ... and with it, it does not.
-    let (pid, gone) = host_killed("stubborn", true).await;
+    let (pid, gone) = host_killed("stubborn", true, Duration::from_secs(5)).await;
     assert!(
         gone,
         "plugin {pid} outlived its SIGKILLed host despite PR_SET_PDEATHSIG"
@@ -237,7 +238,7 @@ async fn a_plugin_dies_with_its_host_by_parent_death_signal() {
 #[tokio::test]
 async fn a_plugin_exits_when_its_host_is_gone() {
     // No parent-death signal: the plugin sees its connection close.
-    let (pid, gone) = host_killed("serve", false).await;
+    let (pid, gone) = host_killed("serve", false, Duration::from_secs(5)).await;
     assert!(gone, "plugin {pid} outlived its SIGKILLed host");
 }
 

@@ -370,6 +370,10 @@ async fn run_supervisor<C: PluginClient>(
             killed()
         });
         started.exit.send_replace(Some(status));
+        // Calls fail now even if a descendant keeps the socket open.
+        started
+            .rpc
+            .fail_with(&crate::rpc::RpcError::PeerExited { pid, status });
         let exited = Exited {
             name: shared.name.clone(),
             pid,

@@ -48,7 +48,9 @@ pub struct ClientBuilder {
 
 /// How long a client whose connection ended waits for its [`CloseCause`]
 /// before failing its calls with the plain "connection closed".
-const CLOSE_CAUSE_WAIT: Duration = Duration::from_millis(50);
+/// An end of stream from a watched peer (a plugin) means its exit is being
+/// read: half a second covers a loaded machine; the usual wait is a few ms.
+const CLOSE_CAUSE_WAIT: Duration = Duration::from_millis(500);
 
 /// Tells why a client's connection ended, for a connection whose peer a
 /// higher layer watches (the plugin layer knows its child's exit status).
@@ -358,6 +360,15 @@ impl CallTable {
 }
 
 impl Client {
+    /// Fails every call in flight, and every later one, with `err`, and
+    /// stops writing: for a higher layer that learns the peer is gone before
+    /// the connection says so (the plugin layer, when its child exits while
+    /// a descendant still holds the socket open).
+    pub(crate) fn fail_with(&self, err: &RpcError) {
+        self.inner.outbox.break_with(&err.to_string());
+        self.inner.calls.close(err);
+    }
+
     /// A client with the default settings on a connected socket.
     ///
     /// # Panics
