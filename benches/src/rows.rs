@@ -86,6 +86,7 @@ impl Echo for EchoImpl {
 }
 
 /// A running row: its server and its client.
+#[derive(Debug)]
 pub enum Fixture {
     /// See [`Row::Floor`].
     Floor(crate::floor::TokioFloor),
@@ -124,6 +125,9 @@ pub enum Fixture {
 
 impl Fixture {
     /// Starts `row` with `users` users, its socket in `dir`.
+    ///
+    /// # Errors
+    /// If the row's server cannot be started or its clients cannot connect.
     pub async fn start(row: Row, users: usize, dir: &Path) -> Result<Fixture, BoxError> {
         let path = dir.join(format!("{}.sock", row.name()));
         Ok(match row {
@@ -157,6 +161,9 @@ impl Fixture {
     }
 
     /// Echoes `payload` as user `user`; returns the length echoed back.
+    ///
+    /// # Errors
+    /// If the call fails.
     pub async fn echo(&self, user: usize, payload: &Bytes) -> Result<usize, BoxError> {
         match self {
             Fixture::Floor(floor) => Ok(floor.echo(user, payload).await?),

@@ -173,6 +173,7 @@ pub mod proto {
     }
 
     /// The implementation.
+    #[derive(Debug)]
     pub struct Imp;
 
     impl Echo for Imp {

@@ -89,6 +89,11 @@ impl Conn {
     /// Wraps a connected std socket (for example one inherited from a parent
     /// process), reading its peer's credentials from the kernel. Must be
     /// called inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`NetError::Io`] if the socket cannot be made non-blocking or
+    /// registered with tokio; [`NetError::Cred`] if its peer's credentials
+    /// cannot be read (e.g. it is not connected).
     pub fn from_std(stream: std::os::unix::net::UnixStream) -> Result<Self, NetError> {
         stream
             .set_nonblocking(true)
@@ -309,6 +314,12 @@ impl PeerGone {
     /// `OwnedWriteHalf` does when dropped) while still reading is not gone:
     /// after end-of-input this waits for the hang-up of the whole socket,
     /// checking every 20 ms.
+    ///
+    /// # Errors
+    /// A read error other than the peer's reset or hang-up.
+    ///
+    /// # Cancel safety
+    /// Cancel safe; what the peer sent meanwhile is discarded either way.
     pub async fn wait(mut self) -> io::Result<()> {
         let mut scratch = [0u8; 512];
         loop {
