@@ -205,7 +205,9 @@ async fn go_compatible_client_sends_no_cancellation() {
             let flag = DropFlag(d2.clone());
             async move {
                 let _flag = flag;
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                // Never ends by itself: only a cancellation (or the server's
+                // end) drops it, however slow the machine.
+                std::future::pending::<()>().await;
                 Ok(Bytes::new())
             }
         })

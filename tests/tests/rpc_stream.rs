@@ -261,8 +261,12 @@ async fn a_consumer_reset_while_the_stream_waits_for_credit_stops_the_producer()
     wr.write_all(&uds_tests::envelope_frame(&req))
         .await
         .unwrap();
-    // One item arrives and is left unread; the stream now waits for credit.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // One item arrives (the socket turns readable) and is left unread; the
+    // stream now waits for credit.
+    tokio::time::timeout(Duration::from_secs(5), rd.readable())
+        .await
+        .expect("the first item within 5 s")
+        .unwrap();
     assert!(!dropped.load(Ordering::SeqCst));
     drop((rd, wr)); // close with unread data: the server sees a reset
     let start = Instant::now();
