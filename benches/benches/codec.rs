@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use uds::frame::__wire::{FrameDecoder, put_frame};
-use uds::rpc::Envelope;
+use uds::rpc::__wire::Envelope;
 
 fn bench(name: &str, iters: u32, mut f: impl FnMut()) {
     for _ in 0..iters / 10 {

@@ -9,7 +9,7 @@
 use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
-use uds::rpc::Envelope;
+use uds::rpc::__wire::Envelope;
 use uds_fuzz::ProstEnvelope;
 
 fuzz_target!(|data: &[u8]| {

@@ -25,7 +25,8 @@ use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uds::frame::__wire::FrameDecoder;
-use uds::rpc::{Envelope, HandlerError, Server};
+use uds::rpc::{HandlerError, Server};
+use uds::rpc::__wire::{Envelope};
 use uds_fuzz::{End, frames_oneshot, ignore_sigpipe, runtime};
 
 /// The server's frame limit: below the fuzzer's 4 KiB inputs, so over-limit

@@ -203,7 +203,7 @@ pub struct ProstEnvelope {
 
 impl ProstEnvelope {
     /// The same fields as `env`.
-    pub fn from_envelope(env: &uds::rpc::Envelope) -> Self {
+    pub fn from_envelope(env: &uds::rpc::__wire::Envelope) -> Self {
         ProstEnvelope {
             id: env.id,
             exp_unix_nano: env.exp_unix_nano,

@@ -126,7 +126,7 @@ pub fn set_nofile_limit(soft: u64, hard: u64) {
 }
 
 /// One frame carrying `e`, as a raw peer would write it.
-pub fn envelope_frame(e: &uds::rpc::Envelope) -> Vec<u8> {
+pub fn envelope_frame(e: &uds::rpc::__wire::Envelope) -> Vec<u8> {
     let mut body = Vec::new();
     e.encode(&mut body);
     let mut out = bytes::BytesMut::new();

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use uds::frame::{FrameError, FrameReader};
-use uds::rpc::{Envelope, Server};
+use uds::rpc::__wire::Envelope;
+use uds::rpc::Server;
 
 /// An attacker's (or a Go client's) raw connection to a server.
 #[derive(Debug)]

@@ -12,7 +12,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
 use uds::frame::FrameReader;
-use uds::rpc::{CallOptions, Client, DEFAULT_STREAM_WINDOW, Envelope, RpcError};
+use uds::rpc::__wire::Envelope;
+use uds::rpc::{CallOptions, Client, DEFAULT_STREAM_WINDOW, RpcError};
 use uds_tests::envelope_frame;
 
 /// What the hostile stream server saw from the client.

@@ -14,7 +14,8 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 use uds::frame::FrameReader;
-use uds::rpc::{Client, Envelope};
+use uds::rpc::__wire::Envelope;
+use uds::rpc::Client;
 use uds_tests::envelope_frame;
 
 /// One log line: its message and its `suppressed` field, if any.

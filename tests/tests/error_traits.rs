@@ -22,7 +22,7 @@ fn every_public_error_is_send_sync_static() {
     assert_error::<uds::cred::CredError>();
     assert_error::<uds::net::NetError>();
     assert_error::<uds::rpc::RpcError>();
-    assert_error::<uds::rpc::EnvelopeError>();
+    assert_error::<uds::rpc::__wire::EnvelopeError>();
     assert_error::<uds::plugin::PluginError>();
     assert_error::<uds::plugin::Exited>();
     // What a handler returns; becomes an error reply, not a Rust error.

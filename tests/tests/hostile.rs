@@ -18,7 +18,8 @@ use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use uds::frame::__wire::{MAX_HEADER_LEN, encode_header};
 use uds::frame::FrameReader;
-use uds::rpc::{CallOptions, Client, Envelope, RpcError, Server, ServerBuilder};
+use uds::rpc::__wire::Envelope;
+use uds::rpc::{CallOptions, Client, RpcError, Server, ServerBuilder};
 use uds_tests::raw::RawPeer;
 use uds_tests::{Steady, envelope_frame, hex, panics_so_far, rss_kib};
 

@@ -17,7 +17,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use uds::codec::{Decode, Json, Proto};
 use uds::frame::__wire::{FrameDecoder, MAX_HEADER_LEN, decode_header, encode_header, put_frame};
 use uds::frame::{FrameConfig, FrameError, FrameReader, FrameWriter};
-use uds::rpc::Envelope;
+use uds::rpc::__wire::Envelope;
 
 /// Cases per property: the whole file runs in about a second in debug.
 const CASES: u32 = 256;

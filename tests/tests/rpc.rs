@@ -65,8 +65,8 @@ async fn handler_errors_and_panics_are_server_errors_and_the_connection_goes_on(
     assert!(!p.is_retryable());
 }
 
-fn request(id: u32, method: &str, exp_in: Option<Duration>) -> uds::rpc::Envelope {
-    let mut e = uds::rpc::Envelope::default();
+fn request(id: u32, method: &str, exp_in: Option<Duration>) -> uds::rpc::__wire::Envelope {
+    let mut e = uds::rpc::__wire::Envelope::default();
     e.id = id;
     e.method = Bytes::copy_from_slice(method.as_bytes());
     if let Some(d) = exp_in {
@@ -548,7 +548,7 @@ async fn a_hard_stop_ends_the_stream_even_if_a_handler_kept_its_context() {
         .unwrap();
     let (mut raw, b) = uds::net::pair().unwrap();
     server.serve_connection(b);
-    let mut req = uds::rpc::Envelope::default();
+    let mut req = uds::rpc::__wire::Envelope::default();
     req.id = 1;
     req.method = Bytes::from_static(b"/big");
     raw.write_all(&uds_tests::envelope_frame(&req))

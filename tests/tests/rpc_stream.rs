@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use uds::rpc::{CallOptions, Client, Envelope, HandlerError, RpcError, Server};
+use uds::rpc::__wire::Envelope;
+use uds::rpc::{CallOptions, Client, HandlerError, RpcError, Server};
 
 fn pair_client(server: &Server) -> Client {
     let (a, b) = uds::net::pair().unwrap();

@@ -8,7 +8,8 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use uds::frame::__wire::FrameDecoder;
 use uds::frame::FrameReader;
-use uds::rpc::{Client, Envelope, HandlerError, RpcError, Server};
+use uds::rpc::__wire::Envelope;
+use uds::rpc::{Client, HandlerError, RpcError, Server};
 
 const EXP: i64 = 4_102_444_800_000_000_000; // 2100-01-01
 

@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::AsyncWriteExt;
-use uds::rpc::{Client, Envelope, Server, ServerBuilder};
+use uds::rpc::__wire::Envelope;
+use uds::rpc::{Client, Server, ServerBuilder};
 use uds_tests::log_capture::LogCapture;
 use uds_tests::raw::RawPeer;
 use uds_tests::{envelope_frame, panics_so_far, rss_kib};

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use uds::frame::__wire::FrameDecoder;
-use uds::rpc::Envelope;
+use uds::rpc::__wire::Envelope;
 use uds_tests::envelope_frame;
 
 /// 2100-01-01 in Unix nanoseconds: beyond the server's "no deadline" horizon.

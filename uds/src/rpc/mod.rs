@@ -59,6 +59,11 @@ pub use defaults::{
     DEFAULT_MAX_TIMEOUT, DEFAULT_STREAM_WINDOW, DEFAULT_WRITE_QUEUE, DEFAULT_WRITE_STALL,
     TOO_MANY_CALLS,
 };
-pub use envelope::{Envelope, EnvelopeError, field};
+/// The envelope's wire encoding, for tests and fuzzing: not a stable API
+/// (the RPC client and server are the way to use the protocol).
+#[doc(hidden)]
+pub mod __wire {
+    pub use super::envelope::{Envelope, EnvelopeError, field};
+}
 pub use error::{BuildError, ErrorCode, HandlerError, RpcError, SharedError};
 pub use server::{Context, ServedConnection, Server, ServerBuilder, ShutdownReport};
