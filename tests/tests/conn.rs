@@ -122,3 +122,21 @@ async fn a_reader_that_only_half_closes_is_not_gone() {
         .unwrap()
         .unwrap();
 }
+
+/// Outside a tokio runtime the fallible socket calls say so with a typed
+/// error (`pair` used to panic: "there is no reactor running").
+#[test]
+fn fallible_socket_calls_outside_a_runtime_are_typed_errors() {
+    use uds::net::NetError;
+    assert!(matches!(uds::net::pair(), Err(NetError::NoRuntime)));
+    let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+    assert!(matches!(
+        uds::net::Conn::from_std(a),
+        Err(NetError::NoRuntime)
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    assert!(matches!(
+        uds::net::Listener::bind(dir.path().join("s")),
+        Err(NetError::NoRuntime)
+    ));
+}

@@ -83,6 +83,17 @@
 //! - Linux abstract sockets have no file permissions: the policy is the only
 //!   gate there.
 //!
+//! # Outside a tokio runtime
+//!
+//! The crate's sockets live on tokio's reactor. A fallible call that needs
+//! it (binding, connecting, [`net::pair`], [`net::Conn::from_std`], spawning
+//! a plugin) returns [`net::NetError::NoRuntime`] (inside the layer's own
+//! error) when called outside a runtime; the infallible constructors that
+//! start tasks (`rpc::ClientBuilder::build`, `rpc::Client::new`,
+//! `rpc::Server::serve`, `serve_connection`) panic there, and say so in
+//! their `# Panics` sections. Building a server (`ServerBuilder::build`)
+//! needs no runtime.
+//!
 //! # Platforms
 //!
 //! Linux and macOS. Elsewhere reading peer credentials fails with

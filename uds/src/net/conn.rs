@@ -91,10 +91,12 @@ impl Conn {
     /// called inside a tokio runtime.
     ///
     /// # Errors
-    /// [`NetError::Io`] if the socket cannot be made non-blocking or
+    /// [`NetError::NoRuntime`] outside a tokio runtime; [`NetError::Io`] if
+    /// the socket cannot be made non-blocking or
     /// registered with tokio; [`NetError::Cred`] if its peer's credentials
     /// cannot be read (e.g. it is not connected).
     pub fn from_std(stream: std::os::unix::net::UnixStream) -> Result<Self, NetError> {
+        super::require_runtime()?;
         stream
             .set_nonblocking(true)
             .map_err(|e| NetError::io("set_nonblocking", "", e))?;

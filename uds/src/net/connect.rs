@@ -135,9 +135,11 @@ impl Connector {
         self
     }
 
-    /// Gives up connecting after `timeout`.
-    pub fn timeout(mut self, timeout: Duration) -> Self {
-        self.timeout = Some(timeout);
+    /// Gives up connecting after `timeout` (default: no limit; `None`
+    /// turns a limit set before off). Takes a `Duration` or an
+    /// `Option<Duration>`, as the RPC builders' optional limits do.
+    pub fn timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
+        self.timeout = timeout.into();
         self
     }
 
@@ -157,6 +159,7 @@ impl Connector {
     /// # Cancel safety
     /// Cancel safe: a dropped future leaves no connection behind.
     pub async fn connect(&self, path: impl AsRef<Path>) -> Result<Conn, NetError> {
+        super::require_runtime()?;
         let path = path.as_ref();
         paths::check_len(path)?;
         self.check_file(path)?;
@@ -376,6 +379,7 @@ pub const BUSY_RETRY_FOR: Duration = Duration::from_secs(1);
 /// [`NetError::Io`] if the pair cannot be made (out of descriptors),
 /// [`NetError::NoRuntime`] outside a tokio runtime.
 pub fn pair() -> Result<(Conn, Conn), NetError> {
+    super::require_runtime()?;
     let (a, b) = UnixStream::pair().map_err(|e| NetError::io("socketpair", "", e))?;
     let ca = Cred::of_peer(&a)?;
     let cb = Cred::of_peer(&b)?;

@@ -103,9 +103,7 @@ impl ListenerBuilder {
     /// for abstract names; [`NetError::Io`] for the OS's own refusals (e.g. a
     /// `chown` without privilege).
     pub fn bind(self) -> Result<Listener, NetError> {
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(NetError::NoRuntime);
-        }
+        super::require_runtime()?;
         let stats = Arc::new(Counters::default());
         match self.addr {
             Addr::Path(path) => {

@@ -19,3 +19,12 @@ pub use connect::{BUSY_RETRY_FOR, Connector, connect, pair};
 pub use error::{FileKind, Mode, NetError};
 pub use listener::{DEFAULT_MODE, Listener, ListenerBuilder, ListenerStats};
 pub use path::{max_abstract_name_len, max_path_len};
+
+/// Every fallible call of this module that needs tokio's reactor says so
+/// with [`NetError::NoRuntime`] outside a runtime, rather than panicking.
+fn require_runtime() -> Result<(), NetError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Err(NetError::NoRuntime);
+    }
+    Ok(())
+}
