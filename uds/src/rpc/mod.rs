@@ -1,7 +1,7 @@
 //! The multiplexed chunk RPC, wire-compatible with the Go package's
 //! `highlevel/chunk/rpc`.
 //!
-//! Each frame carries one [`Envelope`] (protobuf). A [`Client`] sends many
+//! Each frame carries one envelope (protobuf). A [`Client`] sends many
 //! calls at once over one connection and matches replies by id, in any
 //! order; a [`Server`] dispatches each request by method name to a handler,
 //! with the caller's [`Cred`](crate::Cred), a deadline and cancellation in
