@@ -239,3 +239,42 @@ async fn raw_identifier_parameters_are_keyed_without_r_hash() {
         .unwrap();
     assert_eq!(&raw[..], br#""2 of pear""#);
 }
+
+/// What a Go JSON peer needs (issue 13, measured against the Go package):
+/// a method with no result replies `null`, not empty data, which the Go
+/// json-rpc client cannot unmarshal; a call with no arguments sends `null`,
+/// which Go JSON handlers decode, and our server still accepts empty data
+/// from older peers.
+#[tokio::test]
+async fn json_no_result_and_no_arguments_are_null_on_the_wire() {
+    #[uds::service]
+    #[allow(dead_code)] // only its client is used: the server here is raw
+    trait Probe {
+        async fn hello(&self) -> String;
+    }
+    let (_server, calc) = start();
+    assert_eq!(
+        &calc.rpc().call("/Calculator/reset", "null").await.unwrap()[..],
+        b"null"
+    );
+    assert_eq!(
+        &calc.rpc().call("/Calculator/reset", "").await.unwrap()[..],
+        b"null"
+    );
+    // The client side: a no-argument call's request is `null`.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+    let server = uds::rpc::Server::builder()
+        .handler("/Probe/hello", {
+            let seen = seen.clone();
+            move |_ctx, data: bytes::Bytes| {
+                *seen.lock().unwrap() = Some(data);
+                async { Ok(bytes::Bytes::from_static(br#""hi""#)) }
+            }
+        })
+        .build()
+        .unwrap();
+    let (a, b) = uds::net::pair().unwrap();
+    server.serve_connection(b);
+    assert_eq!(ProbeClient::from_conn(a).hello().await.unwrap(), "hi");
+    assert_eq!(seen.lock().unwrap().as_deref(), Some(&b"null"[..]));
+}

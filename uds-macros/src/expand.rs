@@ -127,7 +127,10 @@ fn encode_args(svc: &Service, m: &Method) -> TokenStream {
     let k = &svc.krate;
     let codec = codec_path(svc);
     match (svc.codec, m.args.as_slice()) {
-        (_, []) => quote!(#k::__private01::Bytes::new()),
+        // No argument: JSON `null` (Go JSON handlers cannot decode empty
+        // data); an empty protobuf message.
+        (Codec::Json, []) => quote!(#k::__private01::Bytes::from_static(b"null")),
+        (Codec::Proto, []) => quote!(#k::__private01::Bytes::new()),
         (_, [(a, t)]) => quote_spanned!(t.span()=> #k::__private01::encode_arg::<#codec, #t>(&#a)?),
         (_, many) => {
             let adds = many.iter().map(|(a, _)| {
@@ -296,10 +299,15 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
     let args = m.args.iter().map(|(a, _)| a);
     let invoke = quote!(<#ty as #trait_ident>::#ident(&*#l_imp, #ctx_arg #(#args),*).await);
     let (register, result) = match &m.ret {
-        Ret::Unit => (
-            quote!(handler),
-            quote! { let () = #invoke; ::core::result::Result::Ok(#k::__private01::Bytes::new()) },
-        ),
+        Ret::Unit => (quote!(handler), {
+            // No result: JSON `null` (the Go JSON client cannot decode
+            // empty data); an empty protobuf message.
+            let empty = match svc.codec {
+                Codec::Json => quote!(#k::__private01::Bytes::from_static(b"null")),
+                Codec::Proto => quote!(#k::__private01::Bytes::new()),
+            };
+            quote! { let () = #invoke; ::core::result::Result::Ok(#empty) }
+        }),
         Ret::Plain(t) => {
             let encode = quote_spanned!(t.span()=> #k::__private01::encode_result::<#codec, #t>);
             (
