@@ -12,6 +12,10 @@ use uds_tests::plugin_api::{AdminClient, TestPluginClient};
 const PLUGIN: &str = env!("CARGO_BIN_EXE_uds-test-plugin");
 const HOST: &str = env!("CARGO_BIN_EXE_uds-test-host");
 
+/// Tests here count this process's children: they run one at a time, so
+/// that one test's plugins are not counted as another's leftovers.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 fn plugin(mode: &str) -> Command {
     Command::new(PLUGIN).arg(mode).name(format!("test-{mode}"))
 }
@@ -38,6 +42,7 @@ fn live_children() -> usize {
 
 #[tokio::test]
 async fn a_plugin_serves_its_trait_and_stops_gracefully() {
+    let _alone = ALONE.lock().await;
     let plugin = plugin("serve-both")
         .spawn::<TestPluginClient>()
         .await
@@ -83,6 +88,7 @@ async fn a_plugin_serves_its_trait_and_stops_gracefully() {
 
 #[tokio::test]
 async fn one_plugin_serves_several_services_on_one_connection() {
+    let _alone = ALONE.lock().await;
     let plugin = plugin("serve-both")
         .spawn::<TestPluginClient>()
         .await
@@ -114,6 +120,7 @@ async fn plugin_spawn_err<C: uds::plugin::PluginClient>(mode: &str) -> PluginErr
 
 #[tokio::test]
 async fn killing_the_plugin_fails_every_call_in_flight_at_once() {
+    let _alone = ALONE.lock().await;
     let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
     let client = plugin.client().clone();
     let mut calls = Vec::new();
@@ -173,6 +180,7 @@ async fn killing_the_plugin_fails_every_call_in_flight_at_once() {
 
 #[tokio::test]
 async fn dropping_the_plugin_kills_it() {
+    let _alone = ALONE.lock().await;
     let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
     let pid = plugin.pid();
     assert!(alive(pid));
@@ -218,6 +226,7 @@ async fn host_killed(mode: &str, pdeathsig: bool, wait: Duration) -> (u32, bool)
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn a_plugin_dies_with_its_host_by_parent_death_signal() {
+    let _alone = ALONE.lock().await;
     // A plugin that ignores its connection closing: only the signal stops
     // it. Without the signal it outlives its host (which shows the test
     // can fail) ...
@@ -237,6 +246,7 @@ async fn a_plugin_dies_with_its_host_by_parent_death_signal() {
 
 #[tokio::test]
 async fn a_plugin_exits_when_its_host_is_gone() {
+    let _alone = ALONE.lock().await;
     // No parent-death signal: the plugin sees its connection close.
     let (pid, gone) = host_killed("serve", false, Duration::from_secs(5)).await;
     assert!(gone, "plugin {pid} outlived its SIGKILLed host");
@@ -244,6 +254,7 @@ async fn a_plugin_exits_when_its_host_is_gone() {
 
 #[tokio::test]
 async fn a_plugin_lacking_methods_is_refused_with_their_names() {
+    let _alone = ALONE.lock().await;
     let err = plugin_spawn_err::<TestPluginClient>("old").await;
     match &err {
         PluginError::MissingMethods {
@@ -259,6 +270,7 @@ async fn a_plugin_lacking_methods_is_refused_with_their_names() {
 
 #[tokio::test]
 async fn a_plugin_that_exits_before_the_handshake_reports_its_status() {
+    let _alone = ALONE.lock().await;
     let err = plugin_spawn_err::<TestPluginClient>("exit-early").await;
     match err {
         PluginError::ExitedBeforeHandshake { status, .. } => assert_eq!(status.code(), Some(3)),
@@ -268,6 +280,7 @@ async fn a_plugin_that_exits_before_the_handshake_reports_its_status() {
 
 #[tokio::test]
 async fn a_plugin_that_never_handshakes_times_out_and_is_killed() {
+    let _alone = ALONE.lock().await;
     let started = Instant::now();
     let err = plugin("never")
         .handshake_timeout(Duration::from_millis(500))
@@ -287,12 +300,14 @@ async fn a_plugin_that_never_handshakes_times_out_and_is_killed() {
 
 #[tokio::test]
 async fn a_wrapper_that_forks_is_not_our_child() {
+    let _alone = ALONE.lock().await;
     let err = plugin_spawn_err::<TestPluginClient>("fork").await;
     assert!(matches!(err, PluginError::NotOurChild { .. }), "{err:?}");
 }
 
 #[tokio::test]
 async fn a_missing_program_is_a_spawn_error() {
+    let _alone = ALONE.lock().await;
     let err = Command::new("/nonexistent/plugin")
         .spawn::<TestPluginClient>()
         .await
@@ -303,6 +318,7 @@ async fn a_missing_program_is_a_spawn_error() {
 
 #[test]
 fn a_plugin_run_by_hand_says_it_needs_its_host() {
+    let _alone = ALONE.blocking_lock();
     let out = std::process::Command::new(PLUGIN)
         .env_remove(uds::plugin::FD_ENV)
         .output()
@@ -314,6 +330,7 @@ fn a_plugin_run_by_hand_says_it_needs_its_host() {
 
 #[tokio::test]
 async fn a_call_that_crashes_the_plugin_gets_the_crash() {
+    let _alone = ALONE.lock().await;
     let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
     let err = plugin.client().crash(7).await.unwrap_err();
     assert!(
@@ -329,6 +346,7 @@ async fn a_call_that_crashes_the_plugin_gets_the_crash() {
 
 #[tokio::test]
 async fn stderr_lines_reach_tracing_with_the_plugins_fields() {
+    let _alone = ALONE.lock().await;
     let capture = LogCapture::global();
     let plugin = plugin("serve").spawn::<TestPluginClient>().await.unwrap();
     plugin.client().say("first line".into()).await.unwrap();
@@ -357,6 +375,7 @@ async fn stderr_lines_reach_tracing_with_the_plugins_fields() {
 
 #[tokio::test]
 async fn a_crashed_plugin_is_restarted_with_backoff_and_later_calls_succeed() {
+    let _alone = ALONE.lock().await;
     let plugin = plugin("crash-on-3")
         .restart(Restart::new().backoff(Duration::from_millis(200), Duration::from_secs(1)))
         .spawn::<TestPluginClient>()
@@ -395,6 +414,7 @@ async fn a_crashed_plugin_is_restarted_with_backoff_and_later_calls_succeed() {
 
 #[tokio::test]
 async fn restarts_stop_at_the_policys_limit() {
+    let _alone = ALONE.lock().await;
     let plugin = plugin("crash-on-1")
         .restart(
             Restart::new()
@@ -433,6 +453,7 @@ async fn restarts_stop_at_the_policys_limit() {
 
 #[tokio::test]
 async fn a_host_attaches_to_a_plugin_serving_a_socket_path() {
+    let _alone = ALONE.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plugin.sock");
     let mut child = tokio::process::Command::new(PLUGIN)
