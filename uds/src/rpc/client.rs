@@ -7,13 +7,13 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::defaults::{
-    DEFAULT_CALL_TIMEOUT, DEFAULT_STREAM_WINDOW, DEFAULT_WRITE_QUEUE, DEFAULT_WRITE_STALL,
-    MAX_STREAM_CREDIT,
+    DEFAULT_CALL_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_STREAM_WINDOW, DEFAULT_WRITE_QUEUE,
+    DEFAULT_WRITE_STALL, MAX_STREAM_CREDIT, MIN_STREAM_IDLE_TIMEOUT,
 };
 use super::envelope::{Envelope, EnvelopeRef};
 use super::error::RpcError;
@@ -26,6 +26,10 @@ use crate::net::{Conn, NetError, ReadHalf};
 /// Longest timeout honoured; longer ones (e.g. `Duration::MAX` for "no
 /// timeout") are cut to this, about 95 years.
 const MAX_TIMEOUT: Duration = Duration::from_secs(3_000_000_000);
+
+mod upload;
+
+pub use upload::{RpcReply, RpcSender};
 
 type Reply = Result<Bytes, RpcError>;
 
@@ -213,8 +217,20 @@ impl ClientBuilder {
 #[derive(Debug, Clone, Copy, Default)]
 #[non_exhaustive]
 pub struct CallOptions {
-    /// Overrides the client's default timeout.
+    /// Overrides the client's default timeout. For a streaming call (any of
+    /// the three kinds) this is a deadline for the whole call, and there is
+    /// none unless it is set: a stream may live for hours, bounded by
+    /// [`idle_timeout`](Self::idle_timeout) instead.
     pub timeout: Option<Duration>,
+    /// For a streaming call: the longest the server may stay silent — no
+    /// item, no end, no keep-alive — before the call fails with
+    /// [`RpcError::StreamIdle`] (default
+    /// [`DEFAULT_STREAM_IDLE_TIMEOUT`](super::DEFAULT_STREAM_IDLE_TIMEOUT),
+    /// at least [`MIN_STREAM_IDLE_TIMEOUT`](super::MIN_STREAM_IDLE_TIMEOUT);
+    /// `Duration::MAX` turns the check off). The client asks the server for
+    /// a keep-alive every third of it, so a live server that has nothing to
+    /// send never trips it, and a hung or vanished one is noticed.
+    pub idle_timeout: Option<Duration>,
     /// For a [streaming call](Client::call_stream): the items the client
     /// lets the server send ahead of the consumer (default
     /// [`DEFAULT_STREAM_WINDOW`](super::DEFAULT_STREAM_WINDOW); at least 1,
@@ -243,6 +259,38 @@ impl CallOptions {
     pub fn with_stream_window(mut self, items: u32) -> Self {
         self.stream_window = Some(items);
         self
+    }
+
+    /// These options with this timeout (see [`CallOptions::timeout`]).
+    #[must_use]
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// These options with this idle timeout for a stream (see
+    /// [`CallOptions::idle_timeout`]).
+    #[must_use]
+    pub fn with_idle_timeout(mut self, idle: Duration) -> Self {
+        self.idle_timeout = Some(idle);
+        self
+    }
+
+    /// The idle bound of a streaming call, if any, and the keep-alive
+    /// interval to ask the server for.
+    fn idle(&self) -> Option<(Duration, u32)> {
+        let idle = self.idle_timeout.unwrap_or(DEFAULT_STREAM_IDLE_TIMEOUT);
+        if idle >= MAX_TIMEOUT {
+            return None;
+        }
+        let idle = idle.max(MIN_STREAM_IDLE_TIMEOUT);
+        let keepalive = u32::try_from((idle / 3).as_millis()).unwrap_or(u32::MAX);
+        Some((idle, keepalive))
+    }
+
+    /// The deadline of a streaming call: only one the caller set.
+    fn stream_timeout(&self) -> Option<Duration> {
+        self.timeout.map(|t| t.min(MAX_TIMEOUT))
     }
 }
 
@@ -302,6 +350,19 @@ struct CallState {
 enum Waiter {
     Unary(oneshot::Sender<Reply>),
     Stream(StreamWaiter),
+    /// A client stream answered by one reply.
+    Upload(UploadWaiter),
+}
+
+/// A client-streaming call's reply end in the call table.
+#[derive(Debug)]
+struct UploadWaiter {
+    tx: oneshot::Sender<Reply>,
+    /// The credit the server granted for the client's items; closed when
+    /// the call ends, which stops the sender.
+    sending: Arc<Semaphore>,
+    /// When the server last sent anything for the call.
+    heard: Instant,
 }
 
 /// A server stream's receiving end in the call table.
@@ -315,19 +376,62 @@ struct StreamWaiter {
     /// window, then each grant, added before the grant is sent) less the
     /// items received.
     credit: u32,
+    /// For a bidirectional call: the credit for the client's items (as
+    /// [`UploadWaiter::sending`]).
+    sending: Option<Arc<Semaphore>>,
+    /// When the server last sent anything for the call.
+    heard: Instant,
 }
 
 impl Waiter {
     fn fail(self, err: RpcError) {
+        self.close_sending();
         match self {
             Waiter::Unary(tx) => {
                 let _ = tx.send(Err(err));
+            }
+            Waiter::Upload(w) => {
+                let _ = w.tx.send(Err(err));
             }
             Waiter::Stream(w) => {
                 // Cannot be full: the channel has room for the end beyond
                 // every item the credit allows.
                 let _ = w.tx.try_send(StreamEvent::End(Err(err)));
             }
+        }
+    }
+
+    /// The credit for the client's items, for a call that streams them.
+    fn sending(&self) -> Option<&Arc<Semaphore>> {
+        match self {
+            Waiter::Unary(_) => None,
+            Waiter::Upload(w) => Some(&w.sending),
+            Waiter::Stream(w) => w.sending.as_ref(),
+        }
+    }
+
+    /// The call is over: its sender, if any, stops.
+    fn close_sending(&self) {
+        if let Some(s) = self.sending() {
+            s.close();
+        }
+    }
+
+    /// Notes that the server said something about the call (for the idle
+    /// check of streaming calls).
+    fn heard(&mut self, now: Instant) {
+        match self {
+            Waiter::Unary(_) => {}
+            Waiter::Upload(w) => w.heard = now,
+            Waiter::Stream(w) => w.heard = now,
+        }
+    }
+
+    fn last_heard(&self) -> Option<Instant> {
+        match self {
+            Waiter::Unary(_) => None,
+            Waiter::Upload(w) => Some(w.heard),
+            Waiter::Stream(w) => Some(w.heard),
         }
     }
 }
@@ -503,8 +607,10 @@ impl Client {
     }
 
     /// Calls a server-streaming method: the reply is a [`RpcStream`] of
-    /// items. The call's timeout bounds the whole stream. The client grants
-    /// the server credit for a window of items (default
+    /// items. There is no deadline unless [`CallOptions::timeout`] sets one
+    /// (it then bounds the whole stream); a server silent for longer than
+    /// [`CallOptions::idle_timeout`] ends it with [`RpcError::StreamIdle`].
+    /// The client grants the server credit for a window of items (default
     /// [`DEFAULT_STREAM_WINDOW`](super::DEFAULT_STREAM_WINDOW), see
     /// [`CallOptions::stream_window`]) and more as the stream is consumed,
     /// so a slow consumer slows the producer; an item beyond the credit
@@ -530,47 +636,181 @@ impl Client {
         data: Bytes,
         opts: CallOptions,
     ) -> Result<RpcStream, RpcError> {
+        let (opened, stream) = self.open(method, &data, opts, Kind::ServerStream).await?;
+        debug_assert!(opened.sending.is_none());
+        stream.ok_or_else(|| RpcError::closed("no stream"))
+    }
+
+    /// Calls a client-streaming method: `data` is the call's argument (the
+    /// method's ordinary parameters), the [`RpcSender`] sends the items,
+    /// and the [`RpcReply`] resolves to the one reply. Items flow as the
+    /// server grants credit (its window, then more as its handler consumes
+    /// them), so a slow handler slows [`RpcSender::send`] without holding
+    /// up other calls on the connection. [`RpcSender::finish`] (or dropping
+    /// the sender) tells the server there are no more items. Deadlines and
+    /// idle timeouts are as for [`call_stream`](Self::call_stream).
+    ///
+    /// Dropping the reply cancels the call on the server (and stops the
+    /// sender); a server that answers before taking every item stops the
+    /// sender too ([`RpcError::StreamClosed`]).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use uds::rpc::{CallOptions, Client, Server};
+    /// let server = Server::builder()
+    ///     .client_streaming("/sum", |_ctx, _args, mut items| async move {
+    ///         let mut total = 0usize;
+    ///         while let Some(item) = items.next_item().await {
+    ///             total += item.len();
+    ///         }
+    ///         Ok(total.to_string().into())
+    ///     })
+    ///     .build()?;
+    /// let (a, b) = uds::net::pair()?;
+    /// server.serve_connection(b);
+    /// let client = Client::new(a);
+    /// let (mut tx, reply) = client
+    ///     .call_client_stream("/sum", "".into(), CallOptions::default())
+    ///     .await?;
+    /// for chunk in ["ab", "cde", "f"] {
+    ///     tx.send(chunk.into()).await?;
+    /// }
+    /// tx.finish().await?;
+    /// assert_eq!(reply.await?, "6");
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`call_stream`](Self::call_stream) for the request; the reply
+    /// carries the call's outcome.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call_stream`](Self::call_stream).
+    pub async fn call_client_stream(
+        &self,
+        method: &str,
+        data: Bytes,
+        opts: CallOptions,
+    ) -> Result<(RpcSender, RpcReply), RpcError> {
+        let (opened, _) = self.open(method, &data, opts, Kind::ClientStream).await?;
+        let sender = opened.sender(self)?;
+        let reply = opened.reply.ok_or_else(|| RpcError::closed("no reply"))?;
+        Ok((sender, reply))
+    }
+
+    /// Calls a bidirectional-streaming method: the [`RpcSender`] sends items
+    /// to the server while the [`RpcStream`] receives the server's, both at
+    /// once and each with its own credit. Ending, deadlines, idle timeouts
+    /// and cancellation are as for [`call_client_stream`] (sending) and
+    /// [`call_stream`] (receiving): dropping the stream cancels the call;
+    /// finishing or dropping the sender only ends the client's items.
+    ///
+    /// [`call_client_stream`]: Self::call_client_stream
+    /// [`call_stream`]: Self::call_stream
+    ///
+    /// # Errors
+    ///
+    /// As [`call_stream`](Self::call_stream).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call_stream`](Self::call_stream).
+    pub async fn call_bidi(
+        &self,
+        method: &str,
+        data: Bytes,
+        opts: CallOptions,
+    ) -> Result<(RpcSender, RpcStream), RpcError> {
+        let (opened, stream) = self.open(method, &data, opts, Kind::Bidi).await?;
+        let sender = opened.sender(self)?;
+        let stream = stream.ok_or_else(|| RpcError::closed("no stream"))?;
+        Ok((sender, stream))
+    }
+
+    /// Registers and sends the request of a streaming call.
+    async fn open(
+        &self,
+        method: &str,
+        data: &Bytes,
+        opts: CallOptions,
+        kind: Kind,
+    ) -> Result<(Opened, Option<RpcStream>), RpcError> {
         let inner = &*self.inner;
-        let timeout = opts
-            .timeout
-            .unwrap_or(inner.config.timeout)
-            .min(MAX_TIMEOUT);
-        let window = opts
-            .stream_window
-            .unwrap_or(DEFAULT_STREAM_WINDOW)
-            .clamp(1, MAX_STREAM_WINDOW);
-        let exp_unix_nano = unix_nanos_after(timeout);
+        let timeout = opts.stream_timeout();
+        let idle = opts.idle();
+        let receives = kind != Kind::ClientStream;
+        let window = if receives {
+            opts.stream_window
+                .unwrap_or(DEFAULT_STREAM_WINDOW)
+                .clamp(1, MAX_STREAM_WINDOW)
+        } else {
+            0
+        };
         let env = EnvelopeRef {
-            exp_unix_nano,
+            exp_unix_nano: timeout.map_or(0, unix_nanos_after),
             method: method.as_bytes(),
-            data: &data,
+            data,
             credit: window,
+            client_stream: kind != Kind::ServerStream,
+            keepalive_ms: idle.map_or(0, |(_, k)| k),
             ..EnvelopeRef::default()
         };
         // Refused before the call is registered, so that nothing (not even
         // a cancellation) is sent for it. The id is not chosen yet: count
         // its field at its largest.
         inner.check_size(env.encoded_len() + 6)?;
-        // The window's items and the end: see `StreamWaiter`.
-        let (tx, rx) = mpsc::channel(window as usize + 1);
-        let id = self.register(Waiter::Stream(StreamWaiter { tx, credit: window }))?;
-        let mut stream = RpcStream {
-            client: self.clone(),
-            id,
-            rx,
-            window,
-            consumed: 0,
-            deadline: Box::pin(tokio::time::sleep(timeout)),
-            timeout,
-            done: false,
+        let now = Instant::now();
+        // The server grants credit for the client's items once the call
+        // starts: none before.
+        let sending = (kind != Kind::ServerStream).then(|| Arc::new(Semaphore::new(0)));
+        let watch = || CallWatch::new(timeout, idle.map(|(i, _)| i));
+        let (id, stream, reply) = if receives {
+            // The window's items and the end: see `StreamWaiter`.
+            let (tx, rx) = mpsc::channel(window as usize + 1);
+            let id = self.register(Waiter::Stream(StreamWaiter {
+                tx,
+                credit: window,
+                sending: sending.clone(),
+                heard: now,
+            }))?;
+            let stream = RpcStream {
+                client: self.clone(),
+                id,
+                rx,
+                window,
+                consumed: 0,
+                watch: watch(),
+                done: false,
+            };
+            (id, Some(stream), None)
+        } else {
+            let (tx, rx) = oneshot::channel();
+            let id = self.register(Waiter::Upload(UploadWaiter {
+                tx,
+                sending: sending
+                    .clone()
+                    .unwrap_or_else(|| Arc::new(Semaphore::new(0))),
+                heard: now,
+            }))?;
+            let reply = RpcReply::new(self.clone(), id, rx, watch());
+            (id, None, Some(reply))
         };
         let env = EnvelopeRef { id, ..env };
-        if let Err(closed) = inner.outbox.push(&env, Some(&data)).await {
-            stream.done = true;
+        if let Err(closed) = inner.outbox.push(&env, Some(data)).await {
+            // Dropping the stream or reply now would send a cancel for a
+            // call the server never saw.
+            if let Some(mut s) = stream {
+                s.done = true;
+            }
+            if let Some(r) = reply {
+                r.disarm();
+            }
             inner.calls.lock().pending.remove(&id);
             return Err(closed.into_rpc_error());
         }
-        Ok(stream)
+        Ok((Opened { id, sending, reply }, stream))
     }
 
     fn register(&self, waiter: Waiter) -> Result<u32, RpcError> {
@@ -586,6 +826,79 @@ impl Client {
                 st.pending.insert(id, waiter);
                 return Ok(id);
             }
+        }
+    }
+}
+
+/// The three kinds of streaming call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    ServerStream,
+    ClientStream,
+    Bidi,
+}
+
+/// A streaming call whose request has been sent.
+struct Opened {
+    id: u32,
+    sending: Option<Arc<Semaphore>>,
+    reply: Option<RpcReply>,
+}
+
+impl Opened {
+    fn sender(&self, client: &Client) -> Result<RpcSender, RpcError> {
+        let credit = self
+            .sending
+            .clone()
+            .ok_or_else(|| RpcError::closed("no sender"))?;
+        Ok(RpcSender::new(client.clone(), self.id, credit))
+    }
+}
+
+/// A streaming call's time bounds, polled by whoever waits for it: the
+/// deadline the caller set, if any, and the idle bound.
+#[derive(Debug)]
+struct CallWatch {
+    deadline: Option<(Duration, std::pin::Pin<Box<tokio::time::Sleep>>)>,
+    idle: Option<(Duration, std::pin::Pin<Box<tokio::time::Sleep>>)>,
+}
+
+impl CallWatch {
+    fn new(timeout: Option<Duration>, idle: Option<Duration>) -> Self {
+        CallWatch {
+            deadline: timeout.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
+            idle: idle.map(|t| (t, Box::pin(tokio::time::sleep(t)))),
+        }
+    }
+
+    /// The error the call ends with if a bound has passed: the deadline, or
+    /// an idle period (no frame for call `id` since its bound).
+    fn poll_expired(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+        calls: &CallTable,
+        id: u32,
+    ) -> Option<RpcError> {
+        if let Some((timeout, sleep)) = &mut self.deadline
+            && sleep.as_mut().poll(cx).is_ready()
+        {
+            return Some(deadline_error(*timeout));
+        }
+        let (idle, sleep) = self.idle.as_mut()?;
+        loop {
+            if sleep.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+            // Frames may have come meanwhile (keep-alives reach only the
+            // table): the bound runs from the last one. A call no longer in
+            // the table has ended; its end is on its way to the waiter.
+            let heard = calls.lock().pending.get(&id).and_then(Waiter::last_heard);
+            let now = Instant::now();
+            let next = heard.map_or(now, |h| h) + *idle;
+            if next <= now {
+                return Some(RpcError::StreamIdle { after: *idle });
+            }
+            sleep.as_mut().reset(next);
         }
     }
 }
@@ -619,8 +932,11 @@ impl Inner {
     /// Forgets a call the caller gave up on and, if it was still pending,
     /// tells the server to stop it (unless Go-compatible).
     fn abandon(&self, id: u32) {
-        let was_pending = self.calls.lock().pending.remove(&id).is_some();
-        if was_pending && !self.config.go_compatible {
+        let waiter = self.calls.lock().pending.remove(&id);
+        if let Some(w) = &waiter {
+            w.close_sending();
+        }
+        if waiter.is_some() && !self.config.go_compatible {
             send_cancel(&self.outbox, id);
         }
     }
@@ -707,22 +1023,9 @@ async fn read_replies(
 /// the server broke the stream protocol, for the caller to cancel.
 fn deliver(calls: &CallTable, env: Envelope) -> Option<u32> {
     // Both lines are the peer's to trigger: at most one a second each.
-    static NO_ID: RateLimited = RateLimited::new(Duration::from_secs(1));
     static NO_CALL: RateLimited = RateLimited::new(Duration::from_secs(1));
     if env.id == 0 {
-        // A Go server sends its errors without an id: nobody can match them.
-        if tracing::enabled!(tracing::Level::WARN)
-            && let Some(suppressed) = NO_ID.allow()
-        {
-            let err = env.err_text();
-            let err = truncate(&err, MAX_LOGGED_TEXT);
-            tracing::warn!(
-                err_type = env.err_type,
-                err,
-                suppressed,
-                "reply without a call id dropped"
-            );
-        }
+        log_no_id(&env);
         return None;
     }
     let id = env.id;
@@ -740,7 +1043,69 @@ fn deliver(calls: &CallTable, env: Envelope) -> Option<u32> {
         }
         return None;
     };
-    if let Waiter::Stream(w) = waiter {
+    if !matches!(waiter, Waiter::Unary(_)) {
+        waiter.heard(Instant::now());
+    }
+    let control = env.err_type == 0 && !env.stream_item && !env.stream_end;
+    if control && env.keepalive {
+        return None; // the call is alive: noted above
+    }
+    if control && env.credit > 0 && env.data.is_empty() {
+        // Credit for the client's items; capped like the server caps ours.
+        if let Some(sending) = waiter.sending() {
+            let room = (MAX_STREAM_CREDIT as usize).saturating_sub(sending.available_permits());
+            sending.add_permits((env.credit as usize).min(room));
+        }
+        return None;
+    }
+    if matches!(waiter, Waiter::Stream(_)) {
+        return deliver_to_stream(st, env);
+    }
+    let tx = match st.pending.remove(&id) {
+        Some(Waiter::Unary(tx)) => tx,
+        Some(Waiter::Upload(w)) => {
+            w.sending.close();
+            w.tx
+        }
+        _ => return None,
+    };
+    drop(st);
+    let reply = if env.stream_item || env.stream_end {
+        Err(RpcError::Protocol {
+            reason: "stream items in reply to a unary call".into(),
+        })
+    } else if env.err_type == 0 {
+        Ok(env.data)
+    } else {
+        Err(reply_error(env))
+    };
+    let _ = tx.send(reply);
+    None
+}
+
+/// A reply without a call id: a Go server sends its errors so, and nobody
+/// can match them.
+fn log_no_id(env: &Envelope) {
+    static NO_ID: RateLimited = RateLimited::new(Duration::from_secs(1));
+    if tracing::enabled!(tracing::Level::WARN)
+        && let Some(suppressed) = NO_ID.allow()
+    {
+        let err = env.err_text();
+        let err = truncate(&err, MAX_LOGGED_TEXT);
+        tracing::warn!(
+            err_type = env.err_type,
+            err,
+            suppressed,
+            "reply without a call id dropped"
+        );
+    }
+}
+
+/// An item or the end of a stream, for the stream waiting for it in `st`.
+/// As [`deliver`] for what it returns.
+fn deliver_to_stream(mut st: MutexGuard<'_, CallState>, env: Envelope) -> Option<u32> {
+    let id = env.id;
+    if let Some(Waiter::Stream(w)) = st.pending.get_mut(&id) {
         if env.stream_item && env.err_type == 0 {
             if w.credit == 0 {
                 // More items than the credit granted: end the stream with
@@ -772,25 +1137,13 @@ fn deliver(calls: &CallTable, env: Envelope) -> Option<u32> {
             Err(reply_error(env))
         };
         if let Some(Waiter::Stream(w)) = st.pending.remove(&id) {
+            if let Some(s) = &w.sending {
+                s.close();
+            }
             // Cannot be full: there is room for the end beyond the window.
             let _ = w.tx.try_send(StreamEvent::End(end));
         }
-        return None;
     }
-    let Some(Waiter::Unary(tx)) = st.pending.remove(&id) else {
-        return None;
-    };
-    drop(st);
-    let reply = if env.stream_item || env.stream_end {
-        Err(RpcError::Protocol {
-            reason: "stream items in reply to a unary call".into(),
-        })
-    } else if env.err_type == 0 {
-        Ok(env.data)
-    } else {
-        Err(reply_error(env))
-    };
-    let _ = tx.send(reply);
     None
 }
 
@@ -807,7 +1160,8 @@ fn reply_error(env: Envelope) -> RpcError {
     }
 }
 
-/// The items of a server-streaming call; see [`Client::call_stream`].
+/// The items of a server-streaming or bidirectional call; see
+/// [`Client::call_stream`] and [`Client::call_bidi`].
 ///
 /// A [`Stream`](futures_core::Stream) of `Result<Bytes, RpcError>`: items
 /// until the server ends the stream (then `None`), or an error as the last
@@ -822,8 +1176,7 @@ pub struct RpcStream {
     rx: mpsc::Receiver<StreamEvent>,
     window: u32,
     consumed: u32,
-    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
-    timeout: Duration,
+    watch: CallWatch,
     done: bool,
 }
 
@@ -904,11 +1257,14 @@ impl futures_core::Stream for RpcStream {
                 }
             });
         }
-        if self.deadline.as_mut().poll(cx).is_ready() {
-            let timeout = self.timeout;
+        let this = &mut *self;
+        if let Some(err) = this
+            .watch
+            .poll_expired(cx, &this.client.inner.calls, this.id)
+        {
             self.cancel();
             self.finish();
-            return Poll::Ready(Some(Err(deadline_error(timeout))));
+            return Poll::Ready(Some(Err(err)));
         }
         Poll::Pending
     }

@@ -76,3 +76,16 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(15 * 60);
 /// Stream items sent before the client grants credit, if its request names
 /// no window.
 pub const DEFAULT_STREAM_WINDOW: u32 = 16;
+/// Default longest a server may stay silent on a streaming call (no item,
+/// end or keep-alive) before the client ends it: 60 s. The client asks for
+/// a keep-alive every third of it.
+pub const DEFAULT_STREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Shortest idle timeout honoured (shorter ones are raised to it): 300 ms,
+/// so keep-alives come at most every 100 ms.
+pub const MIN_STREAM_IDLE_TIMEOUT: Duration = Duration::from_millis(300);
+/// Least time between two keep-alives a server sends for one call,
+/// whatever the client asks for.
+pub(crate) const MIN_KEEPALIVE: Duration = Duration::from_millis(100);
+/// Items of a client stream a server lets a client send ahead of the
+/// handler.
+pub(crate) const CLIENT_STREAM_WINDOW: u32 = 16;

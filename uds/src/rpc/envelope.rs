@@ -35,6 +35,15 @@ pub mod field {
     /// `uint32 credit = 20` (uds extension): stream items the client is
     /// ready for (in a request: the initial window; alone: a grant).
     pub const CREDIT: u32 = 20;
+    /// `bool client_stream = 22` (uds extension): in a request, items of a
+    /// client stream follow under the call's id.
+    pub const CLIENT_STREAM: u32 = 22;
+    /// `uint32 keepalive_ms = 23` (uds extension): in a streaming request,
+    /// the longest the client wants the server silent on the call.
+    pub const KEEPALIVE_MS: u32 = 23;
+    /// `bool keepalive = 24` (uds extension): the call is alive (a frame
+    /// that carries nothing else).
+    pub const KEEPALIVE: u32 = 24;
 }
 
 const WIRE_VARINT: u32 = 0;
@@ -70,6 +79,12 @@ pub struct Envelope {
     pub stream_end: bool,
     /// Stream flow-control credit (field 20).
     pub credit: u32,
+    /// The request opens a client stream (field 22).
+    pub client_stream: bool,
+    /// Keep-alive interval asked for, in milliseconds (field 23).
+    pub keepalive_ms: u32,
+    /// A keep-alive frame (field 24).
+    pub keepalive: bool,
 }
 
 /// Why an envelope could not be decoded.
@@ -171,6 +186,18 @@ impl Envelope {
                     expect(WIRE_VARINT)?;
                     env.credit = r.varint()? as u32;
                 }
+                field::CLIENT_STREAM => {
+                    expect(WIRE_VARINT)?;
+                    env.client_stream = r.varint()? != 0;
+                }
+                field::KEEPALIVE_MS => {
+                    expect(WIRE_VARINT)?;
+                    env.keepalive_ms = r.varint()? as u32;
+                }
+                field::KEEPALIVE => {
+                    expect(WIRE_VARINT)?;
+                    env.keepalive = r.varint()? != 0;
+                }
                 _ => r.skip(wire)?,
             }
         }
@@ -210,6 +237,9 @@ impl Envelope {
             stream_item: self.stream_item,
             stream_end: self.stream_end,
             credit: self.credit,
+            client_stream: self.client_stream,
+            keepalive_ms: self.keepalive_ms,
+            keepalive: self.keepalive,
         }
     }
 }
@@ -229,6 +259,9 @@ pub(crate) struct EnvelopeRef<'a> {
     pub(crate) stream_item: bool,
     pub(crate) stream_end: bool,
     pub(crate) credit: u32,
+    pub(crate) client_stream: bool,
+    pub(crate) keepalive_ms: u32,
+    pub(crate) keepalive: bool,
 }
 
 impl EnvelopeRef<'_> {
@@ -266,6 +299,10 @@ impl EnvelopeRef<'_> {
             + 3 * usize::from(self.stream_end);
         if self.credit != 0 {
             n += 2 + varint_len(u64::from(self.credit));
+        }
+        n += 3 * usize::from(self.client_stream) + 3 * usize::from(self.keepalive);
+        if self.keepalive_ms != 0 {
+            n += 2 + varint_len(u64::from(self.keepalive_ms));
         }
         n
     }
@@ -320,6 +357,18 @@ impl EnvelopeRef<'_> {
         if self.credit != 0 {
             put_key(dst, field::CREDIT, WIRE_VARINT);
             put_varint(dst, u64::from(self.credit));
+        }
+        if self.client_stream {
+            put_key(dst, field::CLIENT_STREAM, WIRE_VARINT);
+            put_varint(dst, 1);
+        }
+        if self.keepalive_ms != 0 {
+            put_key(dst, field::KEEPALIVE_MS, WIRE_VARINT);
+            put_varint(dst, u64::from(self.keepalive_ms));
+        }
+        if self.keepalive {
+            put_key(dst, field::KEEPALIVE, WIRE_VARINT);
+            put_varint(dst, 1);
         }
     }
 
@@ -440,6 +489,9 @@ mod tests {
             stream_item: true,
             stream_end: true,
             credit: 300,
+            client_stream: true,
+            keepalive_ms: 20_000,
+            keepalive: true,
         };
         let mut buf = Vec::new();
         e.encode(&mut buf);

@@ -166,6 +166,26 @@ pub enum RpcError {
         /// The codec's message.
         message: String,
     },
+    /// A streaming call heard nothing from the server — no item, no end,
+    /// no keep-alive — for its idle timeout
+    /// ([`CallOptions::idle_timeout`](super::CallOptions::idle_timeout)):
+    /// the server is stalled or gone. The call was cancelled. Retryable.
+    #[error(
+        "stream idle: nothing from the server for {after:?}; it is stalled or gone (retry, or raise CallOptions::idle_timeout)"
+    )]
+    StreamIdle {
+        /// The idle timeout that passed.
+        after: std::time::Duration,
+    },
+    /// Items can no longer be sent on a client stream: the call has ended
+    /// (the server answered or ended its stream, or the call was cancelled,
+    /// timed out or lost its connection). The call's reply or stream says
+    /// how it ended.
+    #[error("stream closed: {reason}; the call's reply or stream says how it ended")]
+    StreamClosed {
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 /// Why a [`ServerBuilder`](super::ServerBuilder) could not build its
@@ -195,9 +215,13 @@ pub enum BuildError {
 }
 
 impl RpcError {
-    /// Whether retrying the same call may succeed: only a deadline error.
+    /// Whether retrying the same call may succeed: a deadline error, or a
+    /// stream that went idle.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, RpcError::DeadlineExceeded { .. })
+        matches!(
+            self,
+            RpcError::DeadlineExceeded { .. } | RpcError::StreamIdle { .. }
+        )
     }
 
     /// The wire code this error corresponds to, if any.

@@ -51,13 +51,13 @@ mod typed;
 
 pub use cancel::Cancellation;
 pub(crate) use client::CloseCause;
-pub use client::{CallOptions, Client, ClientBuilder, RpcStream};
+pub use client::{CallOptions, Client, ClientBuilder, RpcReply, RpcSender, RpcStream};
 pub use defaults::{
     DEFAULT_CALL_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CALLS,
     DEFAULT_MAX_CALLS_PER_CONNECTION, DEFAULT_MAX_CALLS_PER_PROCESS, DEFAULT_MAX_CALLS_PER_USER,
     DEFAULT_MAX_CONNECTIONS_PER_USER, DEFAULT_MAX_QUEUED_PER_PROCESS, DEFAULT_MAX_QUEUED_PER_USER,
-    DEFAULT_MAX_TIMEOUT, DEFAULT_STREAM_WINDOW, DEFAULT_WRITE_QUEUE, DEFAULT_WRITE_STALL,
-    TOO_MANY_CALLS,
+    DEFAULT_MAX_TIMEOUT, DEFAULT_STREAM_IDLE_TIMEOUT, DEFAULT_STREAM_WINDOW, DEFAULT_WRITE_QUEUE,
+    DEFAULT_WRITE_STALL, MIN_STREAM_IDLE_TIMEOUT, TOO_MANY_CALLS,
 };
 /// The envelope's wire encoding, for tests and fuzzing: not a stable API
 /// (the RPC client and server are the way to use the protocol).
@@ -66,4 +66,4 @@ pub mod __wire {
     pub use super::envelope::{Envelope, EnvelopeError, field};
 }
 pub use error::{BuildError, ErrorCode, HandlerError, RpcError, SharedError};
-pub use server::{Context, ServedConnection, Server, ServerBuilder, ShutdownReport};
+pub use server::{Context, RpcItems, ServedConnection, Server, ServerBuilder, ShutdownReport};

@@ -10,7 +10,8 @@ use bytes::Bytes;
 use super::Server;
 use super::config::Config;
 use super::context::Context;
-use super::handler::{ErasedHandler, FnHandler, StreamHandler};
+use super::handler::{BidiHandler, ClientStreamHandler, ErasedHandler, FnHandler, StreamHandler};
+use super::items::RpcItems;
 use super::shared::Shared;
 use crate::rpc::error::{BuildError, HandlerError};
 
@@ -42,9 +43,10 @@ impl std::fmt::Debug for ServerBuilder {
 impl ServerBuilder {
     /// Registers a server-streaming handler for `method`: it returns a
     /// stream of encoded items, sent to the client one by one as it grants
-    /// credit (a slow client slows the stream; memory stays bounded). The
-    /// call's deadline bounds the whole stream; the client dropping its
-    /// stream cancels it. See `PROTOCOL.md` §2.6.
+    /// credit (a slow client slows the stream; memory stays bounded). A
+    /// deadline the client set bounds the whole stream (there is none by
+    /// default), capped by [`max_stream_duration`](Self::max_stream_duration);
+    /// the client dropping its stream cancels it. See `PROTOCOL.md` §2.6.
     pub fn streaming<F, Fut, S>(mut self, method: impl Into<String>, handler: F) -> Self
     where
         F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
@@ -52,6 +54,41 @@ impl ServerBuilder {
         S: futures_core::Stream<Item = Result<Bytes, HandlerError>> + Send + 'static,
     {
         self.insert(method.into(), Arc::new(StreamHandler(handler)));
+        self
+    }
+
+    /// Registers a client-streaming handler for `method`: it gets the
+    /// call's argument and the client's items ([`RpcItems`], which end when
+    /// the client has sent its last), and returns one reply. The client may
+    /// send only as many items as the server has granted credit for (a
+    /// window of 16, renewed as the handler takes them), so a slow handler
+    /// slows the client and memory stays bounded. A handler may answer
+    /// before taking every item: the client's sender then stops. A call has
+    /// a deadline only if the client set one, capped by
+    /// [`max_stream_duration`](Self::max_stream_duration). See `PROTOCOL.md`
+    /// §2.8.
+    pub fn client_streaming<F, Fut>(mut self, method: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Context, Bytes, RpcItems) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
+    {
+        self.insert(method.into(), Arc::new(ClientStreamHandler(handler)));
+        self
+    }
+
+    /// Registers a bidirectional-streaming handler for `method`: it gets
+    /// the client's items as [`client_streaming`](Self::client_streaming)
+    /// does and returns a stream of items as [`streaming`](Self::streaming)
+    /// does; both directions flow at once, each with its own credit. The
+    /// call ends when the handler's stream ends (whether or not the client
+    /// has ended its items). See `PROTOCOL.md` §2.8.
+    pub fn bidi_streaming<F, Fut, S>(mut self, method: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Context, Bytes, RpcItems) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<S, HandlerError>> + Send + 'static,
+        S: futures_core::Stream<Item = Result<Bytes, HandlerError>> + Send + 'static,
+    {
+        self.insert(method.into(), Arc::new(BidiHandler(handler)));
         self
     }
 

@@ -9,6 +9,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::in_flight::{InFlightCalls, Seq};
+use super::items::RpcItems;
 use super::peers::Slots;
 use crate::log_limit::{RateLimited, truncate};
 use crate::rpc::defaults::LOG_INTERVAL;
@@ -142,6 +143,8 @@ pub(super) struct CallGuard {
     pub(super) credits: Option<Arc<Semaphore>>,
     /// What the call is told if it runs out of time.
     pub(super) expiry: &'static str,
+    /// For a stream: how often to send the client a keep-alive.
+    pub(super) keepalive: Option<std::time::Duration>,
     pub(super) _permits: Slots,
 }
 
@@ -154,6 +157,12 @@ impl CallGuard {
 
     pub(super) async fn finish_stream(self, outcome: Result<(), HandlerError>) {
         self.conn.end_stream(self.id, outcome).await;
+    }
+
+    /// Items that end at once (for a handler started without any).
+    pub(super) fn no_items(&self) -> RpcItems {
+        let (_, rx) = tokio::sync::mpsc::channel(1);
+        RpcItems::new(rx, self.conn.clone(), self.id, 1)
     }
 }
 

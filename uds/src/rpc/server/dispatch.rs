@@ -11,14 +11,17 @@ use tokio::time::Instant;
 use super::conn::{CallGuard, ConnState};
 use super::context::Context;
 use super::handler::{EXPIRED_CLIENT, EXPIRED_MAX_STREAM, EXPIRED_MAX_TIMEOUT, ErasedHandler};
-use super::in_flight::CallHandle;
+use super::in_flight::{CallHandle, ItemOutcome};
+use super::items::RpcItems;
 use super::parked::{Parked, ParkedQueue, detach};
 use super::peers::{PeerHold, Slots, try_slots};
 use super::shared::Shared;
 use crate::cred::Cred;
 use crate::log_limit::truncate;
-use crate::rpc::defaults::{DEFAULT_STREAM_WINDOW, MAX_STREAM_CREDIT, TOO_MANY_CALLS};
-use crate::rpc::envelope::Envelope;
+use crate::rpc::defaults::{
+    CLIENT_STREAM_WINDOW, DEFAULT_STREAM_WINDOW, MAX_STREAM_CREDIT, MIN_KEEPALIVE, TOO_MANY_CALLS,
+};
+use crate::rpc::envelope::{Envelope, EnvelopeRef};
 use crate::rpc::error::{ErrorCode, HandlerError};
 
 /// One connection being served: what handling its frames needs.
@@ -53,8 +56,13 @@ impl Session {
         };
         if env.cancel {
             self.cancel(parked, env.id);
+        } else if env.method.is_empty() && (env.stream_item || env.stream_end) && env.id != 0 {
+            self.client_item(parked, env).await;
         } else if env.credit > 0 && env.method.is_empty() {
             self.state.calls.grant(env.id, env.credit);
+        } else if env.keepalive && env.method.is_empty() {
+            // The client's call is alive: nothing to do (the connection's
+            // idle timer saw the frame).
         } else if env.id == 0 {
             let _ = self
                 .state
@@ -63,6 +71,36 @@ impl Session {
         } else {
             self.handle_call(parked, env, body).await;
         }
+    }
+
+    /// An item of a client stream, or its end. An item for a call that has
+    /// ended is dropped (the client learns of the end from the reply); one
+    /// the call cannot take (beyond the credit granted, after the end, or
+    /// for a call that takes none) breaks the protocol: the call is stopped
+    /// and answered with bad data.
+    async fn client_item(&self, parked: &mut ParkedQueue, env: Envelope) {
+        let calls = &self.state.calls;
+        let outcome = if env.stream_item {
+            calls.push_item(env.id, env.data)
+        } else {
+            calls.end_items(env.id)
+        };
+        let refusal = match outcome {
+            ItemOutcome::NoCall if parked.contains(env.id) => {
+                "a stream item for a call that has not started (no credit was granted)"
+            }
+            ItemOutcome::Delivered | ItemOutcome::NoCall => return,
+            ItemOutcome::Refused if env.stream_item => {
+                "a stream item the call cannot take (beyond the credit granted, after the end of the items, or for a method that takes none)"
+            }
+            ItemOutcome::Refused => "a second end of the client's items",
+        };
+        if let Some(suppressed) = self.shared.logs.bad_stream_items.allow() {
+            tracing::debug!(peer = %self.peer, id = env.id, refusal, suppressed, "client broke the stream protocol");
+        }
+        self.cancel(parked, env.id);
+        let e = HandlerError::bad_data(format!("protocol error: {refusal}"));
+        self.state.reply(env.id, Err(e)).await;
     }
 
     /// A cancellation from the client: stops the call if it runs, drops it
@@ -149,7 +187,8 @@ impl Session {
             state.reply(id, Err(e)).await;
             return;
         }
-        let credits = handler.streaming().then(|| {
+        let kind = handler.kind();
+        let credits = kind.sends_items().then(|| {
             let window = if env.credit == 0 {
                 DEFAULT_STREAM_WINDOW
             } else {
@@ -157,7 +196,26 @@ impl Session {
             };
             Arc::new(Semaphore::new(window.min(MAX_STREAM_CREDIT) as usize))
         });
-        let seq = state.calls.insert(id, credits.clone());
+        let (items_tx, items) = if kind.takes_items() {
+            let (tx, rx) = tokio::sync::mpsc::channel(CLIENT_STREAM_WINDOW as usize);
+            let items = RpcItems::new(rx, state.clone(), id, CLIENT_STREAM_WINDOW);
+            (Some(tx), Some(items))
+        } else {
+            (None, None)
+        };
+        let keepalive = (kind.is_stream() && env.keepalive_ms > 0)
+            .then(|| Duration::from_millis(u64::from(env.keepalive_ms)).max(MIN_KEEPALIVE));
+        let seq = state.calls.insert(id, credits.clone(), items_tx);
+        if items.is_some() {
+            // The client may now send the window's items. A connection
+            // that cannot take the grant is ending, and the call with it.
+            let grant = EnvelopeRef {
+                id,
+                credit: CLIENT_STREAM_WINDOW,
+                ..EnvelopeRef::default()
+            };
+            let _ = state.outbox.push_now(&grant);
+        }
         let ctx = Context {
             peer: peer.clone(),
             deadline,
@@ -170,9 +228,10 @@ impl Session {
             deadline,
             credits,
             expiry,
+            keepalive,
             _permits: slots,
         };
-        let abort = handler.spawn(ctx, env.data, guard);
+        let abort = handler.spawn(ctx, env.data, guard, items);
         state.calls.set_abort(id, seq, abort);
     }
 }
@@ -185,21 +244,43 @@ fn route<'s>(shared: &'s Shared, env: &Envelope) -> Result<Route<'s>, HandlerErr
     let Some(method) = env.method_str() else {
         return Err(HandlerError::bad_data("method name is not valid UTF-8"));
     };
-    let Ok(deadline) = deadline_of(env.exp_unix_nano, shared.config.default_timeout) else {
-        return Err(HandlerError::with_code(
-            ErrorCode::DeadlineExceeded,
-            "the call's deadline had passed when it arrived",
-        ));
-    };
     let Some(handler) = shared.handlers.get(method) else {
         return Err(HandlerError::with_code(
             ErrorCode::MethodNotFound,
             format!("method {} not found", truncate(method, 256)),
         ));
     };
+    let kind = handler.kind();
+    if kind.takes_items() != env.client_stream {
+        // A Go client (or a mismatched uds one) calling a streaming method
+        // as a unary one, or the reverse: say so at once, not hang.
+        let sent = if env.client_stream {
+            "a stream of items"
+        } else {
+            "no stream of items"
+        };
+        return Err(HandlerError::bad_data(format!(
+            "method {} is {}; the call sent {sent}: call it with a client of that kind",
+            truncate(method, 256),
+            kind.describe(),
+        )));
+    }
+    // A stream has a deadline only if its client set one; the server's
+    // default timeout is for unary calls.
+    let default = if kind.is_stream() {
+        None
+    } else {
+        shared.config.default_timeout
+    };
+    let Ok(deadline) = deadline_of(env.exp_unix_nano, default) else {
+        return Err(HandlerError::with_code(
+            ErrorCode::DeadlineExceeded,
+            "the call's deadline had passed when it arrived",
+        ));
+    };
     // The server's cap applies whatever the client asked for; an earlier
     // deadline of the client's stands.
-    let (cap, capped) = if handler.streaming() {
+    let (cap, capped) = if kind.is_stream() {
         (shared.config.max_stream_duration, EXPIRED_MAX_STREAM)
     } else {
         (shared.config.max_timeout, EXPIRED_MAX_TIMEOUT)

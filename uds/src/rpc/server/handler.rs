@@ -11,17 +11,67 @@ use tokio::time::Instant;
 
 use super::conn::{CallGuard, Outcome};
 use super::context::Context;
+use super::items::RpcItems;
 use crate::rpc::envelope::EnvelopeRef;
 use crate::rpc::error::{ErrorCode, HandlerError};
+
+/// The four kinds of call a handler serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// One request, one reply.
+    Unary,
+    /// One request, a stream of items back.
+    ServerStream,
+    /// A stream of items from the client, one reply.
+    ClientStream,
+    /// Streams both ways.
+    Bidi,
+}
+
+impl Kind {
+    /// Whether the client streams items to the handler.
+    pub(super) fn takes_items(self) -> bool {
+        matches!(self, Kind::ClientStream | Kind::Bidi)
+    }
+
+    /// Whether calls of this kind are streams (bounded by the server's
+    /// stream limits rather than the unary ones).
+    pub(super) fn is_stream(self) -> bool {
+        self != Kind::Unary
+    }
+
+    /// Whether the handler answers with a stream of items.
+    pub(super) fn sends_items(self) -> bool {
+        matches!(self, Kind::ServerStream | Kind::Bidi)
+    }
+
+    /// In words, for error texts.
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            Kind::Unary => "a unary method",
+            Kind::ServerStream => "a server-streaming method",
+            Kind::ClientStream => "a client-streaming method",
+            Kind::Bidi => "a bidirectional-streaming method",
+        }
+    }
+}
 
 /// Type-erased handler: starts one call as its own task. Spawning inside the
 /// generic impl keeps the handler's future unboxed — one allocation per call.
 pub(super) trait ErasedHandler: Send + Sync + 'static {
-    fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard) -> AbortHandle;
+    /// Starts the call; `items` is `Some` for the kinds that
+    /// [take items](Kind::takes_items).
+    fn spawn(
+        &self,
+        ctx: Context,
+        req: Bytes,
+        call: CallGuard,
+        items: Option<RpcItems>,
+    ) -> AbortHandle;
 
-    /// Whether the handler answers with a stream of items.
-    fn streaming(&self) -> bool {
-        false
+    /// Which kind of call it serves.
+    fn kind(&self) -> Kind {
+        Kind::Unary
     }
 }
 
@@ -33,23 +83,123 @@ where
     Fut: Future<Output = Result<S, HandlerError>> + Send + 'static,
     S: futures_core::Stream<Item = Result<Bytes, HandlerError>> + Send + 'static,
 {
-    fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard) -> AbortHandle {
+    fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard, _: Option<RpcItems>) -> AbortHandle {
         let fut = std::panic::catch_unwind(AssertUnwindSafe(|| (self.0)(ctx, req)));
+        spawn_stream(fut.map_err(drop), call)
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::ServerStream
+    }
+}
+
+pub(super) struct BidiHandler<F>(pub(super) F);
+
+impl<F, Fut, S> ErasedHandler for BidiHandler<F>
+where
+    F: Fn(Context, Bytes, RpcItems) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Result<S, HandlerError>> + Send + 'static,
+    S: futures_core::Stream<Item = Result<Bytes, HandlerError>> + Send + 'static,
+{
+    fn spawn(
+        &self,
+        ctx: Context,
+        req: Bytes,
+        call: CallGuard,
+        items: Option<RpcItems>,
+    ) -> AbortHandle {
+        let items = items.unwrap_or_else(|| call.no_items());
+        let fut = std::panic::catch_unwind(AssertUnwindSafe(|| (self.0)(ctx, req, items)));
+        spawn_stream(fut.map_err(drop), call)
+    }
+
+    fn kind(&self) -> Kind {
+        Kind::Bidi
+    }
+}
+
+/// Runs a stream handler's future (or the panic that building it raised)
+/// and pumps its stream, then ends the stream.
+fn spawn_stream<Fut, S>(fut: Result<Fut, ()>, call: CallGuard) -> AbortHandle
+where
+    Fut: Future<Output = Result<S, HandlerError>> + Send + 'static,
+    S: futures_core::Stream<Item = Result<Bytes, HandlerError>> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let outcome = match fut {
+            Ok(fut) => {
+                let pump = pump_stream(fut, &call);
+                let timed = run_to_deadline(pump, call.deadline, call.expiry);
+                with_keepalive(timed, &call).await
+            }
+            Err(()) => Err(panicked()),
+        };
+        call.finish_stream(outcome.map(drop)).await;
+    })
+    .abort_handle()
+}
+
+pub(super) struct ClientStreamHandler<F>(pub(super) F);
+
+impl<F, Fut> ErasedHandler for ClientStreamHandler<F>
+where
+    F: Fn(Context, Bytes, RpcItems) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    fn spawn(
+        &self,
+        ctx: Context,
+        req: Bytes,
+        call: CallGuard,
+        items: Option<RpcItems>,
+    ) -> AbortHandle {
+        let items = items.unwrap_or_else(|| call.no_items());
+        let fut = std::panic::catch_unwind(AssertUnwindSafe(|| (self.0)(ctx, req, items)));
         tokio::spawn(async move {
             let outcome = match fut {
                 Ok(fut) => {
-                    let pump = pump_stream(fut, &call);
-                    run_to_deadline(pump, call.deadline, call.expiry).await
+                    let timed = run_to_deadline(fut, call.deadline, call.expiry);
+                    with_keepalive(timed, &call).await
                 }
                 Err(_) => Err(panicked()),
             };
-            call.finish_stream(outcome.map(drop)).await;
+            call.finish(outcome).await;
         })
         .abort_handle()
     }
 
-    fn streaming(&self) -> bool {
-        true
+    fn kind(&self) -> Kind {
+        Kind::ClientStream
+    }
+}
+
+/// Runs `fut`, sending the client a keep-alive for the call every interval
+/// it asked for (if it did), so that a live stream that has nothing to say
+/// is not taken for a dead one.
+async fn with_keepalive<Fut: Future>(fut: Fut, call: &CallGuard) -> Fut::Output {
+    let Some(every) = call.keepalive else {
+        return fut.await;
+    };
+    let mut fut = std::pin::pin!(fut);
+    let keepalives = async {
+        let mut ticks = tokio::time::interval_at(Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let alive = EnvelopeRef {
+            id: call.id,
+            keepalive: true,
+            ..EnvelopeRef::default()
+        };
+        loop {
+            ticks.tick().await;
+            if call.conn.outbox.push(&alive, None).await.is_err() {
+                return; // the connection is gone; the call ends with it
+            }
+        }
+    };
+    tokio::select! {
+        biased;
+        out = &mut fut => out,
+        () = keepalives => fut.await,
     }
 }
 
@@ -112,7 +262,7 @@ where
     F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
-    fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard) -> AbortHandle {
+    fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard, _: Option<RpcItems>) -> AbortHandle {
         // A handler that panics while *building* its future is caught too.
         let fut = std::panic::catch_unwind(AssertUnwindSafe(|| (self.0)(ctx, req)));
         tokio::spawn(async move {

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::{Notify, Semaphore};
+use bytes::Bytes;
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::task::AbortHandle;
 
 use crate::rpc::cancel::Cancellation;
@@ -33,6 +34,21 @@ struct Entry {
     cancellation: Option<Cancellation>,
     /// For a stream: items the client is ready for.
     credits: Option<Arc<Semaphore>>,
+    /// For a client stream: where its items go (`None` once the client
+    /// has ended them). Bounded by the credit the server grants.
+    items: Option<mpsc::Sender<Bytes>>,
+}
+
+/// What became of an item a client streamed; see [`InFlightCalls::push_item`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ItemOutcome {
+    /// Handed to the call.
+    Delivered,
+    /// No such call running (it has ended, or never was): dropped.
+    NoCall,
+    /// The call takes no items, has ended them, or has no credit left for
+    /// this one: the client broke the protocol.
+    Refused,
 }
 
 impl Entry {
@@ -67,8 +83,14 @@ impl InFlightCalls {
     }
 
     /// Registers a call about to start (the caller checked that the id is
-    /// free), with its stream credit if it is a stream.
-    pub(super) fn insert(&self, id: u32, credits: Option<Arc<Semaphore>>) -> Seq {
+    /// free), with its stream credit if it is a stream and the sender of
+    /// its items if it takes them.
+    pub(super) fn insert(
+        &self,
+        id: u32,
+        credits: Option<Arc<Semaphore>>,
+        items: Option<mpsc::Sender<Bytes>>,
+    ) -> Seq {
         let mut t = self.lock();
         t.seq += 1;
         let seq = t.seq;
@@ -79,6 +101,7 @@ impl InFlightCalls {
                 abort: None,
                 cancellation: None,
                 credits,
+                items,
             },
         );
         seq
@@ -133,6 +156,37 @@ impl InFlightCalls {
             let max = MAX_STREAM_CREDIT as usize;
             let room = max.saturating_sub(credits.available_permits());
             credits.add_permits((credit as usize).min(room));
+        }
+    }
+
+    /// Hands an item the client streamed to its call.
+    pub(super) fn push_item(&self, id: u32, item: Bytes) -> ItemOutcome {
+        let t = self.lock();
+        let Some(entry) = t.calls.get(&id) else {
+            return ItemOutcome::NoCall;
+        };
+        match entry.items.as_ref().map(|tx| tx.try_send(item)) {
+            Some(Ok(())) => ItemOutcome::Delivered,
+            // The handler dropped its items: it wants no more, and the call
+            // ends with its reply. Not the client's fault.
+            Some(Err(mpsc::error::TrySendError::Closed(_))) => ItemOutcome::NoCall,
+            // Full: more items than the credit granted; or no items taken.
+            Some(Err(mpsc::error::TrySendError::Full(_))) | None => ItemOutcome::Refused,
+        }
+    }
+
+    /// The client has sent its last item for call `id`: the handler's items
+    /// end once it has taken those queued. Whether the call takes items and
+    /// had not ended them (else the client broke the protocol, or the call
+    /// is over).
+    pub(super) fn end_items(&self, id: u32) -> ItemOutcome {
+        let mut t = self.lock();
+        let Some(entry) = t.calls.get_mut(&id) else {
+            return ItemOutcome::NoCall;
+        };
+        match entry.items.take() {
+            Some(_) => ItemOutcome::Delivered,
+            None => ItemOutcome::Refused,
         }
     }
 
@@ -207,7 +261,7 @@ mod tests {
     #[test]
     fn a_finished_call_fires_its_cancellation_and_frees_its_id() {
         let calls = Arc::new(InFlightCalls::default());
-        let seq = calls.insert(7, None);
+        let seq = calls.insert(7, None, None);
         let handle = CallHandle::new(calls.clone(), 7);
         let c = handle.cancellation();
         assert!(calls.contains(7) && !c.is_cancelled());
@@ -220,9 +274,9 @@ mod tests {
     #[test]
     fn a_stale_finish_leaves_a_later_call_with_the_same_id_alone() {
         let calls = InFlightCalls::default();
-        let old = calls.insert(7, None);
+        let old = calls.insert(7, None, None);
         assert!(calls.cancel(7));
-        let new = calls.insert(7, None);
+        let new = calls.insert(7, None, None);
         assert_ne!(old, new);
         calls.finished(7, old);
         assert!(calls.contains(7), "the newer call was removed");
@@ -233,8 +287,8 @@ mod tests {
     #[test]
     fn cancel_fires_the_signal_and_reports_unknown_ids() {
         let calls = InFlightCalls::default();
-        calls.insert(1, None);
-        calls.insert(2, None);
+        calls.insert(1, None, None);
+        calls.insert(2, None, None);
         let c = calls.cancellation(1);
         assert!(!calls.cancel(3));
         assert!(calls.cancel(1));
@@ -248,7 +302,7 @@ mod tests {
     fn grants_are_capped_at_the_most_credit_a_client_may_hold() {
         let calls = InFlightCalls::default();
         let credits = Arc::new(Semaphore::new(16));
-        calls.insert(5, Some(credits.clone()));
+        calls.insert(5, Some(credits.clone()), None);
         calls.grant(5, u32::MAX);
         assert_eq!(credits.available_permits(), MAX_STREAM_CREDIT as usize);
         calls.grant(5, 10);
@@ -260,7 +314,7 @@ mod tests {
     async fn wait_drained_returns_when_the_last_call_ends() {
         let calls = Arc::new(InFlightCalls::default());
         calls.wait_drained().await; // idle: at once
-        let seq = calls.insert(1, None);
+        let seq = calls.insert(1, None, None);
         let waiter = tokio::spawn({
             let calls = calls.clone();
             async move { calls.wait_drained().await }

@@ -11,6 +11,7 @@
 //! - `handler`: type-erased handlers and how one call runs;
 //! - `conn`: a connection's shared state, its replies, a call's guard;
 //! - `context`: the [`Context`] a handler gets;
+//! - `items`: the items a client streams to a handler, and their credit;
 //! - `in_flight`: the table of running calls and their cancellation;
 //! - `peers`: per-process and per-user usage, and the call slots;
 //! - `config`: the server's limits, their defaults and checks.
@@ -24,6 +25,7 @@ mod context;
 mod dispatch;
 mod handler;
 mod in_flight;
+mod items;
 mod parked;
 mod peers;
 mod serve;
@@ -36,6 +38,7 @@ use std::time::Duration;
 
 pub use builder::ServerBuilder;
 pub use context::Context;
+pub use items::RpcItems;
 use shared::Shared;
 
 use crate::net::{Conn, Listener};

@@ -71,6 +71,7 @@ pub(super) struct Logs {
     pub(super) too_many_calls: RateLimited,
     pub(super) write_failed: RateLimited,
     pub(super) idle: RateLimited,
+    pub(super) bad_stream_items: RateLimited,
 }
 
 impl Default for Logs {
@@ -85,6 +86,7 @@ impl Default for Logs {
             too_many_calls: every(),
             write_failed: every(),
             idle: every(),
+            bad_stream_items: every(),
         }
     }
 }

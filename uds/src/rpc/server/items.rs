@@ -1,0 +1,84 @@
+//! The items a client streams to a handler ([`RpcItems`]), and the credit
+//! the server grants for them as the handler takes them.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use super::conn::ConnState;
+use crate::rpc::envelope::EnvelopeRef;
+
+/// The items of a client-streaming or bidirectional call, as its handler
+/// receives them: a [`Stream`](futures_core::Stream) of encoded items that
+/// ends (`None`) when the client has sent its last one.
+///
+/// The client may send only as many items as the server has granted credit
+/// for: the server's window (16) at first, and more as the handler takes
+/// them, so a slow handler slows the client's producer and memory stays
+/// bounded. A client that cancels the call, or whose connection closes,
+/// cancels the handler too (its future is dropped).
+#[derive(Debug)]
+pub struct RpcItems {
+    rx: mpsc::Receiver<Bytes>,
+    conn: Arc<ConnState>,
+    id: u32,
+    window: u32,
+    /// Items taken since the last grant.
+    taken: u32,
+}
+
+impl RpcItems {
+    pub(super) fn new(
+        rx: mpsc::Receiver<Bytes>,
+        conn: Arc<ConnState>,
+        id: u32,
+        window: u32,
+    ) -> Self {
+        RpcItems {
+            rx,
+            conn,
+            id,
+            window,
+            taken: 0,
+        }
+    }
+
+    /// The next item; `None` once the client has ended its items.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: an item is taken only when this returns it.
+    pub async fn next_item(&mut self) -> Option<Bytes> {
+        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next_item(cx)).await
+    }
+
+    fn poll_next_item(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Bytes>> {
+        let item = std::task::ready!(self.rx.poll_recv(cx));
+        if item.is_some() {
+            self.taken += 1;
+            if self.taken >= self.window / 2 {
+                // Room for this many more. If the connection is gone, so
+                // is the call.
+                let grant = EnvelopeRef {
+                    id: self.id,
+                    credit: self.taken,
+                    ..EnvelopeRef::default()
+                };
+                let _ = self.conn.outbox.push_now(&grant);
+                self.taken = 0;
+            }
+        }
+        Poll::Ready(item)
+    }
+}
+
+impl futures_core::Stream for RpcItems {
+    type Item = Bytes;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Bytes>> {
+        self.poll_next_item(cx)
+    }
+}
