@@ -56,14 +56,14 @@ async fn a_thousand_bidirectional_streams_on_one_connection() {
         .build()
         .unwrap();
     let (a, b) = uds::net::pair().unwrap();
-    let mut served = server.serve_connection(b);
+    let mut connection = server.serve_connection(b);
     let client = Client::new(a);
     round(&client, 10).await; // warm up: the runtime's and allocator's own
     trim_heap();
     let rss_before = rss_kib();
     round(&client, 1000).await;
     drop(client);
-    tokio::time::timeout(Duration::from_secs(5), served.closed())
+    tokio::time::timeout(Duration::from_secs(5), connection.closed())
         .await
         .unwrap();
     server.shutdown(Duration::from_secs(1)).await;
