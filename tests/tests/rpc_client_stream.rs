@@ -382,7 +382,7 @@ async fn losing_the_connection_mid_stream_ends_both_sides() {
         .build()
         .unwrap();
     let (a, b) = uds::net::pair().unwrap();
-    let mut served = server.serve_connection(b);
+    let mut connection = server.serve_connection(b);
     let client = Client::new(a);
     let (mut tx, reply) = client
         .call_client_stream("/hold", Bytes::new(), CallOptions::default())
@@ -402,7 +402,7 @@ async fn losing_the_connection_mid_stream_ends_both_sides() {
         tx.send("y".into()).await,
         Err(RpcError::StreamClosed { .. })
     ));
-    tokio::time::timeout(Duration::from_secs(5), served.closed())
+    tokio::time::timeout(Duration::from_secs(5), connection.closed())
         .await
         .unwrap();
     assert!(
@@ -486,7 +486,7 @@ async fn a_silent_server_ends_the_stream_as_idle() {
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 4096];
         // Keep reading (the request, then the cancel), never answer.
-        while b.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+        while b.read(&mut buf).await.is_ok_and(|n| n > 0) {}
     });
     let start = tokio::time::Instant::now();
     let mut s = client
