@@ -21,7 +21,7 @@
 //! | [`codec`] | JSON (feature `json`) and protobuf (feature `proto`) encoding of values | — |
 //! | [`rpc`] | the multiplexed RPC: [`rpc::Client`], [`rpc::Server`], deadlines, cancellation | `net`, `frame`, `codec`, `cred`, `sys` |
 //! | [`stream`] | typed streams of JSON or protobuf values over one connection | `net`, `frame`, `codec`, `cred` |
-//! | [`macro@service`], [`CallError`], [`ServerStream`], [`ClientStream`] | `#[uds::service]`: typed clients and servers from a trait (the private `service` module) | `rpc`, `codec` |
+//! | [`macro@service`], [`CallError`], [`ServerStream`], [`Streaming`] | `#[uds::service]`: typed clients and servers from a trait (the private `service` module) | `rpc`, `codec` |
 //! | [`plugin`] | plugin processes: spawn on an inherited socketpair, handshake, supervise, stop; the plugin's one-line `serve` | `rpc`, `net`, `cred`, `sys` |
 //!
 //! For a host running plugins, start with [`plugin`]: its docs show the
@@ -122,7 +122,9 @@ mod sys;
 
 pub use cred::Cred;
 pub use rpc::Context;
-pub use service::{CallError, ClientStream, ServerStream};
+#[allow(deprecated)]
+pub use service::ClientStream;
+pub use service::{CallError, ServerStream, Streaming};
 /// Turns a trait into an RPC service: a typed client `{Trait}Client` and a
 /// server `{Trait}Server` for any implementation.
 ///
@@ -192,7 +194,7 @@ pub use service::{CallError, ClientStream, ServerStream};
 /// - **`Result<T, E>`**: `Err(e)` reaches the client as
 ///   [`CallError::App(e)`](CallError), apart from transport errors
 ///   ([`CallError::Rpc`]).
-/// - **`ServerStream<T>`**: the client gets a [`ClientStream<T>`]; a slow
+/// - **`ServerStream<T>`**: the client gets a [`Streaming<T>`]; a slow
 ///   client slows the producer; dropping the stream stops it; the call's
 ///   deadline bounds the whole stream.
 /// - `crate = "path"` names the uds crate when it is renamed in

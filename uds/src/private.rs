@@ -12,7 +12,13 @@ pub use prost;
 
 use crate::codec::{Decode, Encode};
 use crate::rpc::{HandlerError, RpcError};
-use crate::service::{CallError, ClientStream, ServerStream};
+use crate::service::{CallError, ServerStream, Streaming};
+
+#[path = "private/streams.rs"]
+mod streams;
+pub use streams::{
+    bidi_call, client_fallible_stream, client_stream_call, encode_fallible_stream, server_items,
+};
 
 /// Encodes a client argument.
 pub fn encode_arg<C: Encode<T>, T: ?Sized>(v: &T) -> Result<Bytes, RpcError> {
@@ -73,8 +79,8 @@ pub fn encode_stream<C: Encode<T> + 'static, T: Send + 'static>(
 }
 
 /// Wraps a client stream with its decoder.
-pub fn client_stream<C: Decode<T>, T>(s: crate::rpc::RpcStream) -> ClientStream<T> {
-    ClientStream::new(s, C::decode)
+pub fn client_stream<C: Decode<T>, T>(s: crate::rpc::RpcStream) -> Streaming<T> {
+    Streaming::new(s, C::decode)
 }
 
 /// Several JSON arguments travel as one object keyed by parameter name.

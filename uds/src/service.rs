@@ -1,6 +1,6 @@
 //! Types used by `#[uds::service]` traits and the code it generates,
 //! re-exported at the crate root ([`crate::CallError`],
-//! [`crate::ServerStream`], [`crate::ClientStream`]): the module itself is
+//! [`crate::ServerStream`], [`crate::Streaming`]): the module itself is
 //! private, so that `uds::service` names only the attribute.
 //!
 //! See [`macro@crate::service`] for the attribute itself.
@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures_core::Stream;
 
 use crate::codec::CodecError;
-use crate::rpc::{RpcError, RpcStream};
+use crate::rpc::{RpcError, RpcItems, RpcStream};
 
 /// The error of a generated client method whose trait method returns
 /// `Result<T, E>`: the server's application error `E`, or a transport error.
@@ -96,27 +96,107 @@ impl<T> Stream for ServerStream<T> {
     }
 }
 
-/// The client's side of a server-streaming method: a `Stream` of decoded
-/// items, ending with `None`, or with an error as its last item. Dropping it
-/// cancels the stream on the server.
-#[must_use = "dropping a ClientStream cancels the stream on the server"]
-pub struct ClientStream<T> {
-    inner: RpcStream,
+/// A stream of items coming to you: the items of a server stream on the
+/// client (what a `-> ServerStream<T>` method's client gets), and the items
+/// of a client stream on the server (what a handler taking a
+/// `Streaming<T>` argument gets). A [`Stream`] of `Result<T, E>`, ending
+/// with `None`, or with an error as its last item.
+///
+/// `E` is [`RpcError`] unless the server's items are fallible: for
+/// `-> ServerStream<Result<T, AppError>>` the client gets
+/// `Streaming<T, CallError<AppError>>`, whose last item is
+/// `Err(CallError::App(e))` when the handler's stream yields `Err(e)`.
+///
+/// On the client, dropping it cancels the call on the server. On the
+/// server, an item that does not decode is an `Err` item
+/// ([`RpcError::Codec`]); the call goes on, and the handler decides.
+///
+/// | kind | trait method | the handler | the client |
+/// |---|---|---|---|
+/// | unary | `async fn f(&self, a: A) -> R` | returns `R` | `client.f(a).await` → `R` |
+/// | server streaming | `async fn f(&self, a: A) -> ServerStream<T>` | returns a [`ServerStream<T>`] | gets a `Streaming<T>` |
+/// | client streaming | `async fn f(&self, a: A, s: Streaming<T>) -> R` | reads the `Streaming<T>` | passes any `Stream<Item = T>`, gets `R` |
+/// | bidirectional | `async fn f(&self, a: A, s: Streaming<T>) -> ServerStream<U>` | both | passes a `Stream<Item = T> + Send + 'static`, gets a `Streaming<U>` |
+#[must_use = "items arrive only when the stream is polled; on the client, dropping it cancels the call"]
+pub struct Streaming<T, E = RpcError> {
+    source: Source,
     decode: fn(Bytes) -> Result<T, CodecError>,
+    map_err: fn(RpcError) -> E,
+    /// On a bidirectional call's client: the task sending the caller's
+    /// items, stopped with the stream.
+    _pump: Option<AbortOnDrop>,
 }
 
-impl<T> fmt::Debug for ClientStream<T> {
+/// The client's stream of a server stream, under its former name.
+#[deprecated(since = "0.1.0", note = "renamed `Streaming<T>`: one name for every stream coming to you")]
+pub type ClientStream<T> = Streaming<T>;
+
+enum Source {
+    /// A server's items, on the client.
+    Reply(RpcStream),
+    /// A client's items, on the server.
+    Items(RpcItems),
+}
+
+/// Aborts a task when dropped.
+#[derive(Debug)]
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T, E> fmt::Debug for Streaming<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ClientStream")
-            .field("inner", &self.inner)
+        let side = match &self.source {
+            Source::Reply(_) => "server's items",
+            Source::Items(_) => "client's items",
+        };
+        f.debug_struct("Streaming")
+            .field("of", &side)
             .finish_non_exhaustive()
     }
 }
 
-impl<T> ClientStream<T> {
-    /// A stream of `inner`'s items decoded by `decode`.
+impl<T> Streaming<T> {
+    /// A stream of a server's items (`inner`) decoded by `decode`.
     pub(crate) fn new(inner: RpcStream, decode: fn(Bytes) -> Result<T, CodecError>) -> Self {
-        ClientStream { inner, decode }
+        Streaming {
+            source: Source::Reply(inner),
+            decode,
+            map_err: std::convert::identity,
+            _pump: None,
+        }
+    }
+
+    /// A stream of a client's items, on the server.
+    pub(crate) fn from_items(items: RpcItems, decode: fn(Bytes) -> Result<T, CodecError>) -> Self {
+        Streaming {
+            source: Source::Items(items),
+            decode,
+            map_err: std::convert::identity,
+            _pump: None,
+        }
+    }
+}
+
+impl<T, E> Streaming<T, E> {
+    /// The same stream with its errors mapped by `map_err`.
+    pub(crate) fn map_errors<E2>(self, map_err: fn(RpcError) -> E2) -> Streaming<T, E2> {
+        Streaming {
+            source: self.source,
+            decode: self.decode,
+            map_err,
+            _pump: self._pump,
+        }
+    }
+
+    /// The same stream, stopping `pump` when dropped.
+    pub(crate) fn with_pump(mut self, pump: AbortOnDrop) -> Self {
+        self._pump = Some(pump);
+        self
     }
 
     /// The next item; `None` at the end.
@@ -125,24 +205,33 @@ impl<T> ClientStream<T> {
     ///
     /// Cancel safe: an item that arrives after the future is dropped is
     /// returned by the next call.
-    pub async fn next_item(&mut self) -> Option<Result<T, RpcError>> {
-        std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
+    pub async fn next_item(&mut self) -> Option<Result<T, E>> {
+        std::future::poll_fn(|cx| self.poll_item(cx)).await
+    }
+
+    fn poll_item(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Result<T, E>>> {
+        let raw = match &mut self.source {
+            Source::Reply(s) => std::task::ready!(Pin::new(s).poll_next(cx)),
+            Source::Items(s) => std::task::ready!(Pin::new(s).poll_next(cx)).map(Ok),
+        };
+        let (decode, map_err) = (self.decode, self.map_err);
+        Poll::Ready(raw.map(|r| {
+            r.and_then(|bytes| {
+                decode(bytes).map_err(|e| RpcError::Codec {
+                    message: format!("decoding a stream item: {e}"),
+                })
+            })
+            .map_err(map_err)
+        }))
     }
 }
 
-impl<T> Stream for ClientStream<T> {
-    type Item = Result<T, RpcError>;
+impl<T, E> Unpin for Streaming<T, E> {}
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
-        let decode = self.decode;
-        Pin::new(&mut self.inner).poll_next(cx).map(|item| {
-            item.map(|r| {
-                r.and_then(|bytes| {
-                    decode(bytes).map_err(|e| RpcError::Codec {
-                        message: format!("decoding a stream item: {e}"),
-                    })
-                })
-            })
-        })
+impl<T, E> Stream for Streaming<T, E> {
+    type Item = Result<T, E>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<Option<Self::Item>> {
+        self.get_mut().poll_item(cx)
     }
 }

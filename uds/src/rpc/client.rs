@@ -929,6 +929,18 @@ impl Inner {
         Ok(())
     }
 
+    /// Fails call `id` with `err` (if it is still pending) and tells the
+    /// server to stop it (unless Go-compatible).
+    fn fail_call(&self, id: u32, err: RpcError) {
+        let waiter = self.calls.lock().pending.remove(&id);
+        if let Some(w) = waiter {
+            w.fail(err);
+            if !self.config.go_compatible {
+                send_cancel(&self.outbox, id);
+            }
+        }
+    }
+
     /// Forgets a call the caller gave up on and, if it was still pending,
     /// tells the server to stop it (unless Go-compatible).
     fn abandon(&self, id: u32) {

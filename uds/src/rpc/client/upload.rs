@@ -104,6 +104,13 @@ impl RpcSender {
         pushed.map_err(|_| ended())
     }
 
+    /// Ends the whole call with `err` (its reply or stream gets it; the
+    /// server is told to stop): for an item that could not be encoded.
+    pub(crate) fn fail(mut self, err: RpcError) {
+        self.done = true;
+        self.client.inner.fail_call(self.id, err);
+    }
+
     /// Whether the call has ended, so that sending is pointless.
     pub fn is_closed(&self) -> bool {
         self.credit.is_closed()
