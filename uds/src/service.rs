@@ -128,7 +128,10 @@ pub struct Streaming<T, E = RpcError> {
 }
 
 /// The client's stream of a server stream, under its former name.
-#[deprecated(since = "0.1.0", note = "renamed `Streaming<T>`: one name for every stream coming to you")]
+#[deprecated(
+    since = "0.1.0",
+    note = "renamed `Streaming<T>`: one name for every stream coming to you"
+)]
 pub type ClientStream<T> = Streaming<T>;
 
 enum Source {
