@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Writes the seed corpora of the fuzz targets from the wire test vectors.
 
-Usage: python3 fuzz/seeds.py [path/to/vectors.md]   (default: ../shared/wire/vectors.md
-beside the repository). Seeds go to fuzz/corpus/<target>/seed-*, which is not
+Usage: python3 fuzz/seeds.py [path/to/vectors.md]   (default: the repository's
+PROTOCOL.md, whose §6 holds the vectors). Seeds go to fuzz/corpus/<target>/seed-*, which is not
 committed; rerunning overwrites them. See fuzz/README.md for each target's input format.
 """
 
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 FUZZ = Path(__file__).resolve().parent
-DEFAULT_VECTORS = FUZZ.parent.parent / "shared" / "wire" / "vectors.md"
+DEFAULT_VECTORS = FUZZ.parent / "PROTOCOL.md"
 HEX = re.compile(r"^[0-9a-f]+$")
 
 # Indexes into uds_fuzz::LIMITS.
@@ -80,7 +80,8 @@ def frames(stream):
     return out
 
 
-def envelope(id=0, exp=0, method=b"", data=b"", err_type=0, err=b"", cancel=False, credit=0):
+def envelope(id=0, exp=0, method=b"", data=b"", err_type=0, err=b"", cancel=False, credit=0,
+             item=False, end=False, client_stream=False, keepalive_ms=0):
     def key(n, w):
         return varint((n << 3) | w)
 
@@ -99,8 +100,16 @@ def envelope(id=0, exp=0, method=b"", data=b"", err_type=0, err=b"", cancel=Fals
         out += key(6, 2) + varint(len(err)) + err
     if cancel:
         out += key(16, 0) + b"\x01"
+    if item:
+        out += key(18, 0) + b"\x01"
+    if end:
+        out += key(19, 0) + b"\x01"
     if credit:
         out += key(20, 0) + varint(credit)
+    if client_stream:
+        out += key(22, 0) + b"\x01"
+    if keepalive_ms:
+        out += key(23, 0) + varint(keepalive_ms)
     return out
 
 
@@ -126,6 +135,15 @@ def main():
         "dup_id": frame(envelope(id=6, method=b"/echo", data=b"a")) * 2,
         "many": b"".join(frame(envelope(id=i, method=b"/echo", data=b"q")) for i in range(1, 9)),
         "id0": frame(envelope(method=b"/echo", data=b"z")),
+        "upload": frame(envelope(id=7, method=b"/upload", client_stream=True, keepalive_ms=100))
+        + frame(envelope(id=7, data=b"ab", item=True))
+        + frame(envelope(id=7, data=b"c", item=True))
+        + frame(envelope(id=7, end=True)),
+        "upload_unary": frame(envelope(id=8, method=b"/upload", data=b"x")),
+        "bidi": frame(envelope(id=9, method=b"/bidi", client_stream=True, credit=2))
+        + frame(envelope(id=9, data=b"q", item=True))
+        + frame(envelope(id=9, end=True)),
+        "item_no_call": frame(envelope(id=10, data=b"q", item=True)) + frame(envelope(id=10, end=True)),
     }
     client_to_server = [s for n, s in streams if not n.endswith("r") and not n.startswith("S") and not n.startswith("J")]
     everything = b"".join(client_to_server)
@@ -144,7 +162,7 @@ def main():
         "stray_ack": s("S4"),
         "close_ack": s("S5", "S7", "S4"),
         "data_close_ack": s("S1", "S3", "S4"),
-        "json_frame": s("J1"),
+        "json_frame": frame(b'{"Text":"hello"}'),  # J1, given in prose in PROTOCOL.md
         "empty_frame": b"\x00",
         "unknown_type": frame(b"\x09hello"),
         "data_after_close": s("S3", "S2"),

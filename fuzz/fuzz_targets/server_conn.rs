@@ -2,8 +2,10 @@
 //!
 //! One server (built once) with small limits, so that short inputs reach
 //! queueing, backpressure and size checks: `/echo`, `/fail` (a server
-//! error), `/app` (an application error) and `/stream` (a server stream of
-//! at most one item, so it never waits for credit the input may not grant).
+//! error), `/app` (an application error), `/stream` (a server stream of
+//! at most one item, so it never waits for credit the input may not grant),
+//! `/upload` (a client stream) and `/bidi` (a bidirectional stream echoing
+//! at most one item).
 //! Each input is written to a fresh connection, whose writing side is then
 //! shut down; the replies are read until the server closes.
 //!
@@ -47,6 +49,18 @@ fn server() -> &'static Server {
             .streaming("/stream", |_ctx, req: Bytes| async move {
                 let items = (!req.is_empty()).then(|| Ok(req.slice(..1)));
                 Ok(futures_util::stream::iter(items))
+            })
+            .client_streaming("/upload", |_ctx, _req, mut items| async move {
+                let mut n = 0usize;
+                while let Some(item) = items.next_item().await {
+                    n += item.len();
+                }
+                Ok(Bytes::from(n.to_string()))
+            })
+            .bidi_streaming("/bidi", |_ctx, _req, items| async move {
+                use futures_util::StreamExt;
+                // At most one item back, so it never waits for credit.
+                Ok(items.take(1).map(Ok::<_, HandlerError>))
             })
             .max_calls_per_connection(2)
             .max_calls(4)

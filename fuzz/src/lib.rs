@@ -150,7 +150,7 @@ pub fn ignore_sigpipe() {
     });
 }
 
-/// The message of the stream vectors (`shared/wire/vectors.md` §5).
+/// The message of the stream vectors (`PROTOCOL.md` §6.5).
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct Item {
     /// Field 1.

@@ -1,4 +1,4 @@
-//! Chunk framing against `shared/wire/vectors.md` §1 and §6 (D2–D5).
+//! Chunk framing against `PROTOCOL.md` §6.1 and §6.6 (D2–D5).
 
 use std::time::Duration;
 

@@ -6,7 +6,7 @@
 //! panics inside the server's tasks, which tokio would otherwise swallow),
 //! that memory stays bounded, and that the well-behaved client was served
 //! during the attack and still is after it. The malformed inputs are those
-//! of `shared/wire/vectors.md` §6; the last two tests turn the tables and
+//! of `PROTOCOL.md` §6.6; the last two tests turn the tables and
 //! attack the client from a hostile server.
 
 use std::path::{Path, PathBuf};

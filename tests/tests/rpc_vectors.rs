@@ -1,4 +1,4 @@
-//! RPC against `shared/wire/vectors.md` §2, §3, §4 and §6: our encoder's
+//! RPC against the vectors of `PROTOCOL.md` §6.2–6.4 and §6.6: our encoder's
 //! bytes, our decoder on the Go bytes, our server's replies to the Go
 //! requests, and our client against Go-style replies.
 

@@ -1,4 +1,4 @@
-//! Typed streams against `shared/wire/vectors.md` §5, and the proto close
+//! Typed streams against `PROTOCOL.md` §6.5, and the proto close
 //! handshake run to the end on both sides.
 
 use std::time::Duration;

@@ -119,3 +119,19 @@ async fn our_server_sends_k1k_keepalives_at_the_interval_asked() {
         "3 keep-alives in {took:?}"
     );
 }
+
+#[tokio::test]
+async fn a_client_that_stops_writing_mid_stream_gets_an_error_not_a_hang() {
+    use tokio::io::AsyncWriteExt;
+    let server = sum_server();
+    let mut raw = RawPeer::serve_on(&server);
+    raw.send_hex(C1).await;
+    let (grant, _) = raw.reply().await;
+    assert_eq!(&grant[..], &body(C1G)[..]);
+    raw.send_hex(C1A).await;
+    raw.wr.shutdown().await.unwrap(); // no end of the items will ever come
+    let (_, env) = raw.reply_within(Duration::from_secs(2)).await;
+    assert_eq!((env.id, env.err_type), (1, 4));
+    let text = env.err_text();
+    assert!(text.contains("stopped sending"), "{text}");
+}

@@ -203,6 +203,31 @@ impl InFlightCalls {
         true
     }
 
+    /// Stops every call still waiting for items from the client (which can
+    /// no longer come: the connection is not read any more); their ids.
+    pub(super) fn cancel_taking_items(&self) -> Vec<u32> {
+        let taken: Vec<(u32, Entry)> = {
+            let mut t = self.lock();
+            let ids: Vec<u32> = t
+                .calls
+                .iter()
+                .filter(|(_, e)| e.items.is_some())
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter()
+                .filter_map(|id| t.calls.remove(&id).map(|e| (id, e)))
+                .collect()
+        };
+        let ids = taken.iter().map(|(id, _)| *id).collect();
+        for (_, e) in taken {
+            e.cancel();
+        }
+        if self.is_idle() {
+            self.drained.notify_waiters();
+        }
+        ids
+    }
+
     /// Stops every call; how many there were.
     pub(super) fn cancel_all(&self) -> u64 {
         let all: Vec<Entry> = self.lock().calls.drain().map(|(_, v)| v).collect();

@@ -183,6 +183,19 @@ async fn drain<T>(
             state.reply(call.env.id, Err(e)).await;
         }
     }
+    // Calls still taking the client's items can never have them now.
+    let unfinished = state.calls.cancel_taking_items();
+    if !broken {
+        let why = match end {
+            ReadEnd::Stopped => {
+                "the server is shutting down; the call's items could not be read to their end"
+            }
+            _ => "the client stopped sending before the end of the call's items",
+        };
+        for id in unfinished {
+            state.reply(id, Err(HandlerError::server(why))).await;
+        }
+    }
     // A broken connection, or a peer that closed both directions (not just
     // its writing side): nobody will read replies, so stop the calls now.
     if broken || (end == ReadEnd::Eof && peer_fully_closed(reader).await) {
