@@ -366,7 +366,40 @@ async fn a_unary_call_to_a_streaming_method_fails_at_once_with_bad_data() {
 }
 
 #[tokio::test]
-async fn losing_the_connection_mid_stream_ends_both_sides() {
+async fn losing_the_connection_mid_stream_fails_the_call_and_the_sender() {
+    use tokio::io::AsyncWriteExt;
+    let (a, b) = uds::net::pair().unwrap();
+    let client = Client::new(a);
+    let (rd, mut wr) = b.into_split();
+    let mut rd = uds::frame::FrameReader::new(rd);
+    let (mut tx, reply) = client
+        .call_client_stream("/sum", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap();
+    // Play the server: read the request, grant credit, take one item.
+    let _request = rd.read_frame().await.unwrap().unwrap();
+    wr.write_all(&uds_tests::hex("0a|0801a00110"))
+        .await
+        .unwrap();
+    tx.send("x".into()).await.unwrap();
+    let _item = rd.read_frame().await.unwrap().unwrap();
+    // Then the server's end of the connection goes.
+    drop((rd, wr));
+    let got = tokio::time::timeout(Duration::from_secs(5), reply)
+        .await
+        .expect("the reply never came");
+    assert!(
+        matches!(got, Err(RpcError::ConnectionClosed { .. })),
+        "{got:?}"
+    );
+    assert!(matches!(
+        tx.send("y".into()).await,
+        Err(RpcError::StreamClosed { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_server_shutting_down_answers_a_client_stream_it_can_no_longer_read() {
     let dropped = Arc::new(AtomicBool::new(false));
     let server = Server::builder()
         .client_streaming("/hold", {
@@ -389,15 +422,16 @@ async fn losing_the_connection_mid_stream_ends_both_sides() {
         .await
         .unwrap();
     tx.send("x".into()).await.unwrap();
-    // The server goes away at once: its connection closes.
-    server.shutdown(Duration::ZERO).await;
+    server.shutdown(Duration::from_secs(5)).await;
     let got = tokio::time::timeout(Duration::from_secs(5), reply)
         .await
         .expect("the reply never came");
-    assert!(
-        matches!(got, Err(RpcError::ConnectionClosed { .. })),
-        "{got:?}"
-    );
+    match got {
+        Err(RpcError::Server { message }) => {
+            assert!(message.contains("shutting down"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
     assert!(matches!(
         tx.send("y".into()).await,
         Err(RpcError::StreamClosed { .. })
@@ -505,4 +539,35 @@ async fn a_silent_server_ends_the_stream_as_idle() {
     assert!(RpcError::StreamIdle { after: took }.is_retryable());
     drop(client);
     reader.abort();
+}
+
+#[tokio::test]
+async fn a_bidirectional_handler_that_ends_stops_the_producer_within_100ms() {
+    let server = Server::builder()
+        .bidi_streaming("/first", |_, _, items| async move {
+            Ok(items.take(1).map(Ok::<_, HandlerError>))
+        })
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    let (mut tx, mut rx) = client
+        .call_bidi("/first", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap();
+    tx.send("a".into()).await.unwrap();
+    assert_eq!(rx.next().await.unwrap().unwrap(), "a");
+    assert!(rx.next().await.is_none(), "the handler's stream ended");
+    let ended = std::time::Instant::now();
+    let err = loop {
+        match tx.send("more".into()).await {
+            Ok(()) => assert!(ended.elapsed() < Duration::from_millis(100)),
+            Err(e) => break e,
+        }
+    };
+    assert!(
+        ended.elapsed() < Duration::from_millis(100),
+        "{:?}",
+        ended.elapsed()
+    );
+    assert!(matches!(err, RpcError::StreamClosed { .. }), "{err:?}");
 }
