@@ -124,7 +124,7 @@ pub struct Streaming<T, E = RpcError> {
     map_err: fn(RpcError) -> E,
     /// On a bidirectional call's client: the task sending the caller's
     /// items, stopped with the stream.
-    _pump: Option<AbortOnDrop>,
+    pump: Option<AbortOnDrop>,
 }
 
 /// The client's stream of a server stream, under its former name.
@@ -170,7 +170,7 @@ impl<T> Streaming<T> {
             source: Source::Reply(inner),
             decode,
             map_err: std::convert::identity,
-            _pump: None,
+            pump: None,
         }
     }
 
@@ -180,7 +180,7 @@ impl<T> Streaming<T> {
             source: Source::Items(items),
             decode,
             map_err: std::convert::identity,
-            _pump: None,
+            pump: None,
         }
     }
 }
@@ -192,13 +192,13 @@ impl<T, E> Streaming<T, E> {
             source: self.source,
             decode: self.decode,
             map_err,
-            _pump: self._pump,
+            pump: self.pump,
         }
     }
 
     /// The same stream, stopping `pump` when dropped.
     pub(crate) fn with_pump(mut self, pump: AbortOnDrop) -> Self {
-        self._pump = Some(pump);
+        self.pump = Some(pump);
         self
     }
 
