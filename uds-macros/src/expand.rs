@@ -174,7 +174,7 @@ fn client_method(svc: &Service, m: &Method) -> TokenStream {
         Ret::Stream(t) => {
             let wrap = quote_spanned!(t.span()=> #k::__private01::client_stream::<#codec, #t>);
             (
-                quote!(::core::result::Result<#k::ClientStream<#t>, #k::rpc::RpcError>),
+                quote!(::core::result::Result<#k::Streaming<#t>, #k::rpc::RpcError>),
                 quote! {
                     let #l_s = self.client.call_stream(#wire, #l_data, self.options).await?;
                     ::core::result::Result::Ok(#wrap(#l_s))
