@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
 use uds::frame::FrameReader;
 use uds::rpc::{CallOptions, Client, HandlerError, Server};
 use uds_tests::hex;
@@ -84,7 +85,6 @@ async fn our_client_asks_for_keepalives_as_k1_and_takes_k1k() {
     let request = rd.read_frame().await.unwrap().unwrap();
     assert_eq!(&request[..], &body(K1)[..], "the request K1");
     let mut wr = wr;
-    use tokio::io::AsyncWriteExt;
     wr.write_all(&hex(K1K)).await.unwrap();
     // A keep-alive is not an item: the stream still waits. Then it ends.
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -122,7 +122,6 @@ async fn our_server_sends_k1k_keepalives_at_the_interval_asked() {
 
 #[tokio::test]
 async fn a_client_that_stops_writing_mid_stream_gets_an_error_not_a_hang() {
-    use tokio::io::AsyncWriteExt;
     let server = sum_server();
     let mut raw = RawPeer::serve_on(&server);
     raw.send_hex(C1).await;
