@@ -428,7 +428,7 @@ async fn a_server_shutting_down_answers_a_client_stream_it_can_no_longer_read() 
         .expect("the reply never came");
     match got {
         Err(RpcError::Server { message }) => {
-            assert!(message.contains("shutting down"), "{message}")
+            assert!(message.contains("shutting down"), "{message}");
         }
         other => panic!("{other:?}"),
     }
