@@ -21,10 +21,10 @@
 //! - `tonic-tuned`: the same with larger HTTP/2 windows.
 //!
 //! The streaming rows (`stream-floor`, `stream-floor-per-item`,
-//! `stream-uds`, `stream-tonic`, `stream-tonic-tuned`; see [`streaming`])
-//! stream items of one size over one connection, client→server and
-//! server→client, in items per second; `uds-bench` runs them after the echo
-//! rows.
+//! `stream-uds`, `stream-uds-w4096`, `stream-tonic`, `stream-tonic-tuned`;
+//! see [`streaming`]) stream items of one size over one connection,
+//! client→server and server→client, in items per second; `uds-bench` runs
+//! them after the echo rows.
 //!
 //! Run `cargo run --release -p uds-benches --bin uds-bench -- --help`.
 

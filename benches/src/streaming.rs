@@ -16,7 +16,11 @@
 //! - `stream-uds`: a uds `Client` and `Server` over `Listener::bind` and
 //!   `Client::connect` (as the unary uds rows), `client_streaming` and
 //!   `streaming` handlers; items are a `Bytes` built once and cloned, on
-//!   both sides;
+//!   both sides. Downloads use the client's stream window (`--stream-window`,
+//!   by default uds's default, 16 items); uploads the server's (16);
+//! - `stream-uds-w4096`: the same with the largest download window, 4096
+//!   (uploads as `stream-uds`: the server's window is not the client's to
+//!   set);
 //! - `stream-tonic`: tonic client-streaming and server-streaming RPCs over
 //!   a Unix socket, `bytes data = 1` messages through tonic-prost, default
 //!   settings;
@@ -39,6 +43,9 @@ use tokio::task::JoinHandle;
 use crate::EchoMsg;
 use crate::rows::BoxError;
 
+/// The `stream-uds-w4096` row's download window: the most a uds server
+/// lets a client grant.
+const WIDE_WINDOW: u32 = 4096;
 /// The uds upload method.
 const UDS_UPLOAD: &str = "/stream/upload";
 /// The uds download method.
@@ -58,6 +65,8 @@ pub enum StreamRow {
     FloorPerItem,
     /// uds client- and server-streaming calls.
     Uds,
+    /// The same, the client's download window at its largest (4096).
+    UdsWide,
     /// tonic client- and server-streaming calls, defaults.
     Tonic,
     /// The same with larger HTTP/2 windows.
@@ -66,10 +75,11 @@ pub enum StreamRow {
 
 impl StreamRow {
     /// Every streaming row, in report order.
-    pub const ALL: [StreamRow; 5] = [
+    pub const ALL: [StreamRow; 6] = [
         StreamRow::Floor,
         StreamRow::FloorPerItem,
         StreamRow::Uds,
+        StreamRow::UdsWide,
         StreamRow::Tonic,
         StreamRow::TonicTuned,
     ];
@@ -80,6 +90,7 @@ impl StreamRow {
             StreamRow::Floor => "stream-floor",
             StreamRow::FloorPerItem => "stream-floor-per-item",
             StreamRow::Uds => "stream-uds",
+            StreamRow::UdsWide => "stream-uds-w4096",
             StreamRow::Tonic => "stream-tonic",
             StreamRow::TonicTuned => "stream-tonic-tuned",
         }
@@ -175,8 +186,8 @@ fn check(got: (u64, u64), n: usize, size: usize) -> Result<(), BoxError> {
 }
 
 impl StreamFixture {
-    /// Starts `row`, its socket in `dir`; `window` is the uds client's
-    /// stream window for downloads.
+    /// Starts `row`, its socket in `dir`; `window` is the `stream-uds`
+    /// client's stream window for downloads.
     ///
     /// # Errors
     /// If the row's server cannot be started or its client cannot connect.
@@ -188,7 +199,7 @@ impl StreamFixture {
                 path,
                 batched: row == StreamRow::Floor,
             },
-            StreamRow::Uds => {
+            StreamRow::Uds | StreamRow::UdsWide => {
                 let server = uds::rpc::Server::builder()
                     .client_streaming(UDS_UPLOAD, |_, _, mut items| async move {
                         let (mut n, mut bytes) = (0u64, 0u64);
@@ -212,7 +223,11 @@ impl StreamFixture {
                 StreamFixture::Uds {
                     client,
                     server,
-                    window,
+                    window: if row == StreamRow::UdsWide {
+                        WIDE_WINDOW
+                    } else {
+                        window
+                    },
                 }
             }
             StreamRow::Tonic | StreamRow::TonicTuned => {

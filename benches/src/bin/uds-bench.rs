@@ -6,7 +6,8 @@
 //!     [--users 16] [--requests 10000] [--big-requests 2000] \
 //!     [--sizes 1024,10240,102400,1024000] \
 //!     [--rows floor,floor-std,uds-raw,uds-service,tarpc,tonic,tonic-tuned,\
-//!             stream-floor,stream-floor-per-item,stream-uds,stream-tonic,stream-tonic-tuned] \
+//!             stream-floor,stream-floor-per-item,stream-uds,stream-uds-w4096,\
+//!             stream-tonic,stream-tonic-tuned] \
 //!     [--stream-sizes 1024,102400] [--stream-items N | N1,N2,..] [--stream-window 16] \
 //!     [--passes 3] [--rounds 5] [--alloc-requests 2000] [--json FILE] [--compare OLD.json]
 //! ```
@@ -22,13 +23,15 @@
 //! over one connection and one stream with every streaming row in turn
 //! (the order rotated each pass, after a short warm-up), timed from the
 //! first send to the receiver having every item. `--stream-items` gives `N`
-//! (one count for every size, or one per size); by default it is
-//! [`default_stream_items`] of the size. `--stream-window` is the uds
-//! client's window for downloads (the uds default, 16, unless set; uploads
-//! use the server's window, 16). Figures: items/s and MB/s (10^6 payload
-//! bytes), medians over the passes; ratios: medians of the per-pass ratios
-//! to the floor of the same direction and to `stream-tonic`; allocations
-//! per item counted over the timed runs, client and server together.
+//! (one count for every size, or one per size); by default about 4 GB of
+//! payload, 1 000 to 1 000 000 items (1 000 000 at 1 KiB, 39 062 at
+//! 100 KiB). `--stream-window` is the `stream-uds` client's window for
+//! downloads (the uds default, 16, unless set; `stream-uds-w4096` always
+//! asks for 4096; uploads use the server's window, 16). Figures: items/s
+//! and MB/s (10^6 payload bytes), medians over the passes; ratios: medians
+//! of the per-pass ratios to `stream-floor` in the same direction and to
+//! `stream-tonic`; allocations per item counted over the timed runs, client
+//! and server together.
 //!
 //! With `--rows` naming only unary rows the streaming table is skipped, and
 //! with only `stream-*` rows the unary one; by default both run.
@@ -101,7 +104,7 @@ struct Config {
 const USAGE: &str =
     "usage: uds-bench [--users N] [--requests N] [--big-requests N] [--sizes A,B,..] \
 [--rows floor,floor-std,uds-raw,uds-service,tarpc,tonic,tonic-tuned,\
-stream-floor,stream-floor-per-item,stream-uds,stream-tonic,stream-tonic-tuned] \
+stream-floor,stream-floor-per-item,stream-uds,stream-uds-w4096,stream-tonic,stream-tonic-tuned] \
 [--stream-sizes A,B,..] [--stream-items N|N1,N2,..] [--stream-window N] [--passes N] [--rounds N] \
 [--alloc-requests N] [--json FILE] [--compare OLD.json]
 (the stream-* rows make the streaming table, run after the unary one; both by default)";
@@ -621,7 +624,7 @@ fn stream_report(c: &Config, cells: &[StreamCell]) {
         .collect();
     println!(
         "streaming: one connection, one stream per cell; items per cell {} in each of {} passes \
-(rows in turn, order rotated each pass); uds download window {}; medians over the passes \
+(rows in turn, order rotated each pass); stream-uds download window {}; medians over the passes \
 (× floor: median of per-pass ratios to stream-floor in the same direction, range in brackets); \
 allocations per item over the timed runs, client + server",
         items.join(", "),
