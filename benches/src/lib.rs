@@ -20,6 +20,12 @@
 //!   channel, default settings;
 //! - `tonic-tuned`: the same with larger HTTP/2 windows.
 //!
+//! The streaming rows (`stream-floor`, `stream-floor-per-item`,
+//! `stream-uds`, `stream-uds-w4096`, `stream-tonic`, `stream-tonic-tuned`;
+//! see [`streaming`]) stream items of one size over one connection,
+//! client→server and server→client, in items per second; `uds-bench` runs
+//! them after the echo rows.
+//!
 //! Run `cargo run --release -p uds-benches --bin uds-bench -- --help`.
 
 // Reported figures: float conversions of counts and times lose nothing that matters.
@@ -32,6 +38,7 @@
 pub mod floor;
 pub mod rows;
 pub mod stats;
+pub mod streaming;
 pub mod tarpc_row;
 
 /// The benchmark's protobuf message: `bytes data = 1`.

@@ -224,7 +224,8 @@ impl Fixture {
 }
 
 /// gRPC echo service, written by hand as `tonic-build` would generate it
-/// (no `protoc` needed).
+/// (no `protoc` needed); it also serves the streaming rows' methods (see
+/// [`crate::streaming`]).
 #[derive(Clone, Copy)]
 struct TonicEcho;
 
@@ -263,15 +264,32 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        if req.uri().path() == "/bench.Echo/Echo" {
-            Box::pin(async move {
+        match req.uri().path() {
+            "/bench.Echo/Echo" => Box::pin(async move {
                 let mut grpc = tonic::server::Grpc::new(
                     tonic_prost::ProstCodec::<EchoMsg, EchoMsg>::default(),
                 );
                 Ok(grpc.unary(EchoUnary, req).await)
-            })
-        } else {
-            Box::pin(async move { Ok(tonic::Status::unimplemented("no such method").into_http()) })
+            }),
+            crate::streaming::TONIC_UPLOAD => Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(
+                    tonic_prost::ProstCodec::<EchoMsg, EchoMsg>::default(),
+                );
+                Ok(grpc
+                    .client_streaming(crate::streaming::TonicUpload, req)
+                    .await)
+            }),
+            crate::streaming::TONIC_DOWNLOAD => Box::pin(async move {
+                let mut grpc = tonic::server::Grpc::new(
+                    tonic_prost::ProstCodec::<EchoMsg, EchoMsg>::default(),
+                );
+                Ok(grpc
+                    .server_streaming(crate::streaming::TonicDownload, req)
+                    .await)
+            }),
+            _ => Box::pin(
+                async move { Ok(tonic::Status::unimplemented("no such method").into_http()) },
+            ),
         }
     }
 }
@@ -279,7 +297,9 @@ where
 const TUNED_STREAM_WINDOW: u32 = 8 * 1024 * 1024;
 const TUNED_CONN_WINDOW: u32 = 32 * 1024 * 1024;
 
-async fn start_tonic(
+/// Starts a gRPC server at `path` (larger HTTP/2 windows if `tuned`) and
+/// connects a channel to it.
+pub(crate) async fn start_tonic(
     path: &Path,
     tuned: bool,
 ) -> Result<

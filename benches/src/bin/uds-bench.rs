@@ -5,14 +5,36 @@
 //! cargo run --release -p uds-benches --bin uds-bench -- \
 //!     [--users 16] [--requests 10000] [--big-requests 2000] \
 //!     [--sizes 1024,10240,102400,1024000] \
-//!     [--rows floor,floor-std,uds-raw,uds-service,tarpc,tonic,tonic-tuned] \
+//!     [--rows floor,floor-std,uds-raw,uds-service,tarpc,tonic,tonic-tuned,\
+//!             stream-floor,stream-floor-per-item,stream-uds,stream-uds-w4096,\
+//!             stream-tonic,stream-tonic-tuned] \
+//!     [--stream-sizes 1024,102400] [--stream-items N | N1,N2,..] [--stream-window 16] \
 //!     [--passes 3] [--rounds 5] [--alloc-requests 2000] [--json FILE] [--compare OLD.json]
 //! ```
 //!
-//! Each pass measures every row at every size, rows interleaved round by
-//! round; a cell's figures are the medians over the passes, and its ratios
-//! the medians of the per-pass ratios (to the faster of the two floors in
-//! that pass, to tarpc, to tonic).
+//! Unary (echo) table: each pass measures every row at every size, rows
+//! interleaved round by round; a cell's figures are the medians over the
+//! passes, and its ratios the medians of the per-pass ratios (to the faster
+//! of the two floors in that pass, to tarpc, to tonic).
+//!
+//! Streaming table (the `stream-*` rows, see `uds_benches::streaming`),
+//! after the unary one: each pass streams, for each item size and each
+//! direction (upload: client→server, download: server→client), `N` items
+//! over one connection and one stream with every streaming row in turn
+//! (the order rotated each pass, after a short warm-up), timed from the
+//! first send to the receiver having every item. `--stream-items` gives `N`
+//! (one count for every size, or one per size); by default about 4 GB of
+//! payload, 1 000 to 1 000 000 items (1 000 000 at 1 KiB, 39 062 at
+//! 100 KiB). `--stream-window` is the `stream-uds` client's window for
+//! downloads (the uds default, 16, unless set; `stream-uds-w4096` always
+//! asks for 4096; uploads use the server's window, 16). Figures: items/s
+//! and MB/s (10^6 payload bytes), medians over the passes; ratios: medians
+//! of the per-pass ratios to `stream-floor` in the same direction and to
+//! `stream-tonic`; allocations per item counted over the timed runs, client
+//! and server together.
+//!
+//! With `--rows` naming only unary rows the streaming table is skipped, and
+//! with only `stream-*` rows the unary one; by default both run.
 
 // Reported figures: float conversions of counts and times lose nothing that matters.
 #![allow(
@@ -29,6 +51,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use uds_benches::rows::{BoxError, Fixture, Row};
 use uds_benches::stats::{Sample, Summary};
+use uds_benches::streaming::{Direction, StreamFixture, StreamRow};
 
 struct Counting;
 
@@ -66,6 +89,11 @@ struct Config {
     big_requests: usize,
     sizes: Vec<usize>,
     rows: Vec<Row>,
+    stream_rows: Vec<StreamRow>,
+    stream_sizes: Vec<usize>,
+    /// Empty: [`default_stream_items`]; one: for every size; else per size.
+    stream_items: Vec<usize>,
+    stream_window: u32,
     passes: usize,
     rounds: usize,
     alloc_requests: usize,
@@ -73,9 +101,24 @@ struct Config {
     compare: Option<String>,
 }
 
-const USAGE: &str = "usage: uds-bench [--users N] [--requests N] [--big-requests N] [--sizes A,B,..] \
-[--rows floor,floor-std,uds-raw,uds-service,tarpc,tonic,tonic-tuned] [--passes N] [--rounds N] \
-[--alloc-requests N] [--json FILE] [--compare OLD.json]";
+const USAGE: &str =
+    "usage: uds-bench [--users N] [--requests N] [--big-requests N] [--sizes A,B,..] \
+[--rows floor,floor-std,uds-raw,uds-service,tarpc,tonic,tonic-tuned,\
+stream-floor,stream-floor-per-item,stream-uds,stream-uds-w4096,stream-tonic,stream-tonic-tuned] \
+[--stream-sizes A,B,..] [--stream-items N|N1,N2,..] [--stream-window N] [--passes N] [--rounds N] \
+[--alloc-requests N] [--json FILE] [--compare OLD.json]
+(the stream-* rows make the streaming table, run after the unary one; both by default)";
+
+/// Parses a comma-separated list of counts.
+fn list(flag: &str, v: &str) -> Result<Vec<usize>, String> {
+    v.split(',')
+        .map(|s| {
+            s.trim()
+                .parse::<usize>()
+                .map_err(|e| format!("{flag}: {e}"))
+        })
+        .collect()
+}
 
 fn parse_args() -> Result<Config, String> {
     let mut c = Config {
@@ -84,6 +127,10 @@ fn parse_args() -> Result<Config, String> {
         big_requests: 2_000,
         sizes: vec![1024, 10_240, 102_400, 1_024_000],
         rows: Row::ALL.to_vec(),
+        stream_rows: StreamRow::ALL.to_vec(),
+        stream_sizes: vec![1024, 102_400],
+        stream_items: Vec::new(),
+        stream_window: uds::rpc::DEFAULT_STREAM_WINDOW,
         passes: 3,
         rounds: 5,
         alloc_requests: 2_000,
@@ -115,18 +162,37 @@ fn parse_args() -> Result<Config, String> {
                     .collect::<Result<_, _>>()?;
             }
             "--rows" => {
-                c.rows = value()?
-                    .split(',')
-                    .map(|s| {
-                        Row::parse(s.trim()).ok_or_else(|| format!("unknown row {s}\n{USAGE}"))
-                    })
-                    .collect::<Result<_, _>>()?;
+                c.rows.clear();
+                c.stream_rows.clear();
+                for s in value()?.split(',').map(str::trim) {
+                    if let Some(r) = Row::parse(s) {
+                        c.rows.push(r);
+                    } else if let Some(r) = StreamRow::parse(s) {
+                        c.stream_rows.push(r);
+                    } else {
+                        return Err(format!("unknown row {s}\n{USAGE}"));
+                    }
+                }
+            }
+            "--stream-sizes" => c.stream_sizes = list("--stream-sizes", &value()?)?,
+            "--stream-items" => c.stream_items = list("--stream-items", &value()?)?,
+            "--stream-window" => {
+                c.stream_window = u32::try_from(num(value()?)?)
+                    .map_err(|e| format!("--stream-window: {e}"))?
+                    .clamp(1, 4096);
             }
             "--json" => c.json = Some(value()?),
             "--compare" => c.compare = Some(value()?),
             "--help" | "-h" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument {other}\n{USAGE}")),
         }
+    }
+    if c.stream_items.len() > 1 && c.stream_items.len() != c.stream_sizes.len() {
+        return Err(format!(
+            "--stream-items: {} counts for {} stream sizes\n{USAGE}",
+            c.stream_items.len(),
+            c.stream_sizes.len()
+        ));
     }
     Ok(c)
 }
@@ -305,23 +371,65 @@ async fn main() -> Result<(), BoxError> {
         }
     };
     let dir = tempfile::tempdir()?;
+    let mut cells = Vec::new();
+    if !c.rows.is_empty() {
+        cells = run_unary(&c, dir.path()).await?;
+    }
+    let mut stream_cells = Vec::new();
+    if !c.stream_rows.is_empty() {
+        stream_cells = run_streaming(&c, dir.path()).await?;
+    }
+    let mut table = to_json(&c, &cells);
+    table["stream_items"] = serde_json::json!(
+        c.stream_sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| stream_items_for(&c, i, size))
+            .collect::<Vec<_>>()
+    );
+    table["stream_window"] = serde_json::json!(c.stream_window);
+    table["stream_cells"] = stream_json(&stream_cells);
+    if let Some(path) = &c.json {
+        std::fs::write(path, serde_json::to_string_pretty(&table)?)?;
+        eprintln!("wrote {path}");
+    }
+    if !c.rows.is_empty() {
+        report(&c, &cells);
+    }
+    if !c.stream_rows.is_empty() {
+        if !c.rows.is_empty() {
+            println!();
+        }
+        stream_report(&c, &stream_cells);
+    }
+    if let Some(old) = &c.compare {
+        let old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(old)?)?;
+        if !c.rows.is_empty() {
+            compare(&old, &table);
+        }
+        if !c.stream_rows.is_empty() {
+            stream_compare(&old, &table);
+        }
+    }
+    Ok(())
+}
+
+/// The unary (echo) benchmark: every pass, then the allocation counts.
+async fn run_unary(c: &Config, dir: &std::path::Path) -> Result<Vec<Cell>, BoxError> {
     let mut fixtures = Vec::new();
     for &row in &c.rows {
-        fixtures.push((
-            row,
-            Arc::new(Fixture::start(row, c.users, dir.path()).await?),
-        ));
+        fixtures.push((row, Arc::new(Fixture::start(row, c.users, dir).await?)));
     }
     let mut passes = Vec::new();
     for pass in 0..c.passes {
         eprintln!("pass {} of {}", pass + 1, c.passes);
-        passes.push(run_pass(&c, &fixtures).await?);
+        passes.push(run_pass(c, &fixtures).await?);
     }
     let mut cells = Vec::new();
     for &size in &c.sizes {
         let payload = Bytes::from(vec![0xa5u8; size]);
         for (row, fx) in &fixtures {
-            let total = requests_for(&c, size);
+            let total = requests_for(c, size);
             let (allocs, alloc_bytes) =
                 alloc_cost(fx, c.alloc_requests.min(total.max(1)), &payload).await?;
             cells.push(cell(*row, size, &passes, allocs, alloc_bytes));
@@ -332,17 +440,249 @@ async fn main() -> Result<(), BoxError> {
             fx.stop().await;
         }
     }
-    let table = to_json(&c, &cells);
-    if let Some(path) = &c.json {
-        std::fs::write(path, serde_json::to_string_pretty(&table)?)?;
-        eprintln!("wrote {path}");
+    Ok(cells)
+}
+
+/// Items per streaming cell by default: about 4 GB of payload, between
+/// 1 000 and 1 000 000 items (1 KiB: 1 000 000; 100 KiB: 39 062).
+fn default_stream_items(size: usize) -> usize {
+    (4_000_000_000 / size.max(1)).clamp(1_000, 1_000_000)
+}
+
+/// Items per streaming cell at the `i`th stream size, `size`.
+fn stream_items_for(c: &Config, i: usize, size: usize) -> usize {
+    match c.stream_items.as_slice() {
+        [] => default_stream_items(size),
+        [n] => *n,
+        many => many[i],
     }
-    report(&c, &cells);
-    if let Some(old) = &c.compare {
-        let old: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(old)?)?;
-        compare(&old, &table);
+    .max(1)
+}
+
+/// What one streaming row measured in one direction at one size in one pass.
+struct StreamMeasured {
+    row: StreamRow,
+    dir: Direction,
+    size: usize,
+    items: usize,
+    secs: f64,
+    allocs: f64,
+}
+
+/// One streaming table cell, over every pass.
+struct StreamCell {
+    row: StreamRow,
+    dir: Direction,
+    size: usize,
+    items: usize,
+    items_per_s: Vec<f64>,
+    vs_floor: Vec<f64>,
+    vs_tonic: Vec<f64>,
+    allocs: Vec<f64>,
+}
+
+/// The streaming benchmark: every pass, then its cells.
+async fn run_streaming(c: &Config, dir: &std::path::Path) -> Result<Vec<StreamCell>, BoxError> {
+    let mut fixtures = Vec::new();
+    for &row in &c.stream_rows {
+        fixtures.push((row, StreamFixture::start(row, dir, c.stream_window).await?));
     }
-    Ok(())
+    let mut passes = Vec::new();
+    for pass in 0..c.passes {
+        eprintln!("streaming pass {} of {}", pass + 1, c.passes);
+        passes.push(run_stream_pass(c, &fixtures, pass).await?);
+    }
+    let mut cells = Vec::new();
+    for &size in &c.stream_sizes {
+        for dir in Direction::ALL {
+            for &(row, _) in &fixtures {
+                cells.push(stream_cell(row, dir, size, &passes));
+            }
+        }
+    }
+    for (_, fx) in fixtures {
+        fx.stop().await;
+    }
+    Ok(cells)
+}
+
+/// One streaming pass: every size and direction, a short warm-up, then
+/// every row in turn, the order rotated by `pass`.
+async fn run_stream_pass(
+    c: &Config,
+    fixtures: &[(StreamRow, StreamFixture)],
+    pass: usize,
+) -> Result<Vec<StreamMeasured>, BoxError> {
+    let mut out = Vec::new();
+    for (i, &size) in c.stream_sizes.iter().enumerate() {
+        let item = Bytes::from(vec![0xa5u8; size]);
+        let n = stream_items_for(c, i, size);
+        for dir in Direction::ALL {
+            for (_, fx) in fixtures {
+                fx.run(dir, &item, (n / 50).max(10)).await?;
+            }
+            for k in 0..fixtures.len() {
+                let (row, fx) = &fixtures[(k + pass) % fixtures.len()];
+                let a0 = ALLOCS.load(Ordering::Relaxed);
+                let took = fx.run(dir, &item, n).await?;
+                let a1 = ALLOCS.load(Ordering::Relaxed);
+                out.push(StreamMeasured {
+                    row: *row,
+                    dir,
+                    size,
+                    items: n,
+                    secs: took.as_secs_f64().max(1e-9),
+                    allocs: (a1 - a0) as f64 / n as f64,
+                });
+            }
+            eprintln!("stream size {size} {}: done", dir.name());
+        }
+    }
+    Ok(out)
+}
+
+/// The cell of `row` in `dir`ection at `size`, from every pass.
+fn stream_cell(
+    row: StreamRow,
+    dir: Direction,
+    size: usize,
+    passes: &[Vec<StreamMeasured>],
+) -> StreamCell {
+    let mut c = StreamCell {
+        row,
+        dir,
+        size,
+        items: 0,
+        items_per_s: Vec::new(),
+        vs_floor: Vec::new(),
+        vs_tonic: Vec::new(),
+        allocs: Vec::new(),
+    };
+    for pass in passes {
+        let ips_of = |r: StreamRow| {
+            pass.iter()
+                .find(|m| m.row == r && m.dir == dir && m.size == size)
+                .map(|m| m.items as f64 / m.secs)
+        };
+        let Some(m) = pass
+            .iter()
+            .find(|m| m.row == row && m.dir == dir && m.size == size)
+        else {
+            continue;
+        };
+        let ips = m.items as f64 / m.secs;
+        c.items = m.items;
+        c.items_per_s.push(ips);
+        c.allocs.push(m.allocs);
+        if let Some(f) = ips_of(StreamRow::Floor) {
+            c.vs_floor.push(ips / f);
+        }
+        if let Some(t) = ips_of(StreamRow::Tonic) {
+            c.vs_tonic.push(ips / t);
+        }
+    }
+    c
+}
+
+/// MB/s (10^6 payload bytes) at `ips` items of `size` bytes per second.
+fn mb_per_s(ips: Option<f64>, size: usize) -> Option<f64> {
+    ips.map(|x| x * size as f64 / 1e6)
+}
+
+fn stream_json(cells: &[StreamCell]) -> serde_json::Value {
+    cells
+        .iter()
+        .map(|x| {
+            serde_json::json!({
+                "row": x.row.name(),
+                "direction": x.dir.name(),
+                "size": x.size,
+                "items": x.items,
+                "items_per_s": median(&x.items_per_s),
+                "mb_per_s": mb_per_s(median(&x.items_per_s), x.size),
+                "vs_floor": median(&x.vs_floor),
+                "vs_tonic": median(&x.vs_tonic),
+                "vs_floor_range": range(&x.vs_floor).map(|(a, b)| [a, b]),
+                "passes": {
+                    "items_per_s": x.items_per_s,
+                    "vs_floor": x.vs_floor,
+                    "vs_tonic": x.vs_tonic,
+                },
+                "allocs_per_item": median(&x.allocs),
+            })
+        })
+        .collect::<Vec<_>>()
+        .into()
+}
+
+fn stream_report(c: &Config, cells: &[StreamCell]) {
+    let items: Vec<String> = c
+        .stream_sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &size)| format!("{} at {size}", stream_items_for(c, i, size)))
+        .collect();
+    println!(
+        "streaming: one connection, one stream per cell; items per cell {} in each of {} passes \
+(rows in turn, order rotated each pass); stream-uds download window {}; medians over the passes \
+(× floor: median of per-pass ratios to stream-floor in the same direction, range in brackets); \
+allocations per item over the timed runs, client + server",
+        items.join(", "),
+        c.passes,
+        c.stream_window
+    );
+    println!("| row | direction | size | items/s | MB/s | × floor | × tonic | allocs/item |");
+    println!("|---|---|---:|---:|---:|---:|---:|---:|");
+    let f = |v: Option<f64>, digits: usize| v.map_or("-".to_owned(), |x| format!("{x:.digits$}"));
+    for x in cells {
+        let floor = match (median(&x.vs_floor), range(&x.vs_floor)) {
+            (Some(m), Some((lo, hi))) if c.passes > 1 => format!("{m:.2} ({lo:.2}–{hi:.2})"),
+            (m, _) => f(m, 2),
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            x.row.name(),
+            x.dir.name(),
+            x.size,
+            f(median(&x.items_per_s), 0),
+            f(mb_per_s(median(&x.items_per_s), x.size), 0),
+            floor,
+            f(median(&x.vs_tonic), 2),
+            f(median(&x.allocs), 2),
+        );
+    }
+}
+
+/// Prints, per streaming cell present in both, the change from an earlier
+/// `--json` run to this one.
+fn stream_compare(old: &serde_json::Value, new: &serde_json::Value) {
+    let cells = |v: &serde_json::Value| v["stream_cells"].as_array().cloned().unwrap_or_default();
+    let old_cells = cells(old);
+    println!();
+    println!("| row | direction | size | items/s old → new | change | × floor old → new |");
+    println!("|---|---|---:|---:|---:|---:|");
+    for n in cells(new) {
+        let Some(o) = old_cells.iter().find(|o| {
+            o["row"] == n["row"] && o["direction"] == n["direction"] && o["size"] == n["size"]
+        }) else {
+            continue;
+        };
+        let num = |v: &serde_json::Value, k: &str| v[k].as_f64();
+        let (Some(io), Some(inew)) = (num(o, "items_per_s"), num(&n, "items_per_s")) else {
+            continue;
+        };
+        let floor = match (num(o, "vs_floor"), num(&n, "vs_floor")) {
+            (Some(a), Some(b)) => format!("{a:.2} → {b:.2}"),
+            _ => "-".to_owned(),
+        };
+        println!(
+            "| {} | {} | {} | {io:.0} → {inew:.0} | {:+.1} % | {floor} |",
+            n["row"].as_str().unwrap_or("?"),
+            n["direction"].as_str().unwrap_or("?"),
+            n["size"],
+            (inew / io - 1.0) * 100.0,
+        );
+    }
 }
 
 /// The cell of `row` at `size`, from every pass.
