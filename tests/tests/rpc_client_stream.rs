@@ -571,3 +571,42 @@ async fn a_bidirectional_handler_that_ends_stops_the_producer_within_100ms() {
     );
     assert!(matches!(err, RpcError::StreamClosed { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn the_server_sets_the_client_stream_window() {
+    let go = Arc::new(tokio::sync::Notify::new());
+    let server = Server::builder()
+        .client_stream_window(4)
+        .client_streaming("/wait", {
+            let go = go.clone();
+            move |_, _, items| {
+                let go = go.clone();
+                async move {
+                    go.notified().await;
+                    sum(items).await
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    let (mut tx, reply) = client
+        .call_client_stream("/wait", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let producer = tokio::spawn({
+        let sent = sent.clone();
+        async move {
+            for _ in 0..100 {
+                tx.send("x".into()).await.unwrap();
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(sent.load(Ordering::SeqCst), 4, "the window of 4 items");
+    go.notify_one();
+    assert_eq!(reply.await.unwrap(), "100 100");
+    producer.await.unwrap();
+}

@@ -86,6 +86,7 @@ pub const MIN_STREAM_IDLE_TIMEOUT: Duration = Duration::from_millis(300);
 /// Least time between two keep-alives a server sends for one call,
 /// whatever the client asks for.
 pub(crate) const MIN_KEEPALIVE: Duration = Duration::from_millis(100);
-/// Items of a client stream a server lets a client send ahead of the
-/// handler.
-pub(crate) const CLIENT_STREAM_WINDOW: u32 = 16;
+/// Default items of a client stream a server lets a client send ahead of
+/// the handler: 16 (see
+/// [`ServerBuilder::client_stream_window`](crate::rpc::ServerBuilder::client_stream_window)).
+pub const DEFAULT_CLIENT_STREAM_WINDOW: u32 = 16;

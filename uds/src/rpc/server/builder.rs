@@ -197,6 +197,17 @@ impl ServerBuilder {
         self
     }
 
+    /// Items of a client stream the server lets a client send ahead of the
+    /// handler, per call (default
+    /// [`DEFAULT_CLIENT_STREAM_WINDOW`](crate::rpc::DEFAULT_CLIENT_STREAM_WINDOW),
+    /// 16; at most 4096). Larger windows let small items flow faster; what a
+    /// call can hold buffered is this many items of up to the frame limit
+    /// each. The credit is renewed as the handler takes half of it.
+    pub fn client_stream_window(mut self, items: u32) -> Self {
+        self.config.client_stream_window = items;
+        self
+    }
+
     /// Most calls running at once for one peer process, over all its
     /// connections (default [`DEFAULT_MAX_CALLS_PER_PROCESS`](crate::rpc::DEFAULT_MAX_CALLS_PER_PROCESS)). Processes
     /// are told apart by the pid the kernel reported at connect. Beyond it,
@@ -285,6 +296,23 @@ mod tests {
                 .starts_with("max_calls must be between 1 and"),
             "{err}"
         );
+        for bad in [0, 4097] {
+            let err = Server::builder()
+                .client_stream_window(bad)
+                .build()
+                .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    BuildError::OutOfRange {
+                        setting: "client_stream_window",
+                        max: 4096,
+                        ..
+                    }
+                ),
+                "{err}"
+            );
+        }
         let err = Server::builder()
             .max_connections_per_user(0)
             .build()

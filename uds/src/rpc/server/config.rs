@@ -5,11 +5,12 @@ use std::time::Duration;
 use tokio::sync::Semaphore;
 
 use crate::frame::{DEFAULT_MAX_FRAME_LEN, FrameConfig};
+use crate::rpc::DEFAULT_CLIENT_STREAM_WINDOW;
 use crate::rpc::defaults::{
     DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CALLS, DEFAULT_MAX_CALLS_PER_CONNECTION,
     DEFAULT_MAX_CALLS_PER_PROCESS, DEFAULT_MAX_CALLS_PER_USER, DEFAULT_MAX_CONNECTIONS_PER_USER,
     DEFAULT_MAX_QUEUED_PER_PROCESS, DEFAULT_MAX_QUEUED_PER_USER, DEFAULT_MAX_TIMEOUT,
-    DEFAULT_WRITE_QUEUE, DEFAULT_WRITE_STALL,
+    DEFAULT_WRITE_QUEUE, DEFAULT_WRITE_STALL, MAX_STREAM_CREDIT,
 };
 use crate::rpc::error::BuildError;
 
@@ -31,6 +32,7 @@ pub(super) struct Config {
     pub(super) max_queued_per_process: usize,
     pub(super) max_queued_per_user: usize,
     pub(super) max_connections_per_user: usize,
+    pub(super) client_stream_window: u32,
 }
 
 impl Config {
@@ -46,11 +48,18 @@ impl Config {
         let limits = call_limits
             .into_iter()
             .map(|(setting, value)| (setting, value, max))
-            .chain([(
-                "max_connections_per_user",
-                self.max_connections_per_user,
-                usize::MAX,
-            )]);
+            .chain([
+                (
+                    "max_connections_per_user",
+                    self.max_connections_per_user,
+                    usize::MAX,
+                ),
+                (
+                    "client_stream_window",
+                    self.client_stream_window as usize,
+                    MAX_STREAM_CREDIT as usize,
+                ),
+            ]);
         for (setting, value, max) in limits {
             if value == 0 || value > max {
                 return Err(BuildError::OutOfRange {
@@ -84,6 +93,7 @@ impl Default for Config {
             max_queued_per_process: DEFAULT_MAX_QUEUED_PER_PROCESS,
             max_queued_per_user: DEFAULT_MAX_QUEUED_PER_USER,
             max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
+            client_stream_window: DEFAULT_CLIENT_STREAM_WINDOW,
         }
     }
 }

@@ -19,7 +19,7 @@ use super::shared::Shared;
 use crate::cred::Cred;
 use crate::log_limit::truncate;
 use crate::rpc::defaults::{
-    CLIENT_STREAM_WINDOW, DEFAULT_STREAM_WINDOW, MAX_STREAM_CREDIT, MIN_KEEPALIVE, TOO_MANY_CALLS,
+    DEFAULT_STREAM_WINDOW, MAX_STREAM_CREDIT, MIN_KEEPALIVE, TOO_MANY_CALLS,
 };
 use crate::rpc::envelope::{Envelope, EnvelopeRef};
 use crate::rpc::error::{ErrorCode, HandlerError};
@@ -196,9 +196,10 @@ impl Session {
             };
             Arc::new(Semaphore::new(window.min(MAX_STREAM_CREDIT) as usize))
         });
+        let window = self.shared.config.client_stream_window;
         let (items_tx, items) = if kind.takes_items() {
-            let (tx, rx) = tokio::sync::mpsc::channel(CLIENT_STREAM_WINDOW as usize);
-            let items = RpcItems::new(rx, state.clone(), id, CLIENT_STREAM_WINDOW);
+            let (tx, rx) = tokio::sync::mpsc::channel(window as usize);
+            let items = RpcItems::new(rx, state.clone(), id, window);
             (Some(tx), Some(items))
         } else {
             (None, None)
@@ -211,7 +212,7 @@ impl Session {
             // that cannot take the grant is ending, and the call with it.
             let grant = EnvelopeRef {
                 id,
-                credit: CLIENT_STREAM_WINDOW,
+                credit: window,
                 ..EnvelopeRef::default()
             };
             let _ = state.outbox.push_now(&grant);
