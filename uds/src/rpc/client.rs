@@ -803,7 +803,7 @@ fn reply_error(env: Envelope) -> RpcError {
             data: env.data,
         }
     } else {
-        RpcError::from_wire(env.err_type, message)
+        RpcError::from_wire(env.err_type, env.reason, message)
     }
 }
 
