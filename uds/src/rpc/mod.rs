@@ -66,4 +66,4 @@ pub mod __wire {
     pub use super::envelope::{Envelope, EnvelopeError, field};
 }
 pub use error::{BuildError, ErrorCode, HandlerError, RpcError, SharedError};
-pub use server::{Context, ServedConnection, Server, ServerBuilder, ShutdownReport};
+pub use server::{Context, FromContext, ServedConnection, Server, ServerBuilder, ShutdownReport};

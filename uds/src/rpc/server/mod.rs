@@ -35,7 +35,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use builder::ServerBuilder;
-pub use context::Context;
+pub use context::{Context, FromContext};
 use shared::Shared;
 
 use crate::net::{Conn, Listener};
