@@ -381,7 +381,12 @@ impl ParseId for LitInt {
                 "ids are `u32`: drop the suffix",
             ));
         }
-        Ok(LitInt::new(lit.base10_digits(), lit.span()))
+        // A fresh literal: validated here, and not the user's token (lints
+        // such as `unreadable_literal` are about what they wrote, not this).
+        Ok(LitInt::new(
+            &format!("{}u32", lit.base10_digits()),
+            Span::call_site(),
+        ))
     }
 }
 

@@ -329,7 +329,6 @@ impl HandlerError {
     }
 
     /// The server is shutting down and did not run the call.
-    #[allow(dead_code)] // used once draining answers new calls
     pub(crate) fn shutting_down() -> Self {
         HandlerError {
             code: ErrorCode::Server,

@@ -65,6 +65,24 @@ impl Session {
         }
     }
 
+    /// Handles a request frame on a connection of a server that is shutting
+    /// down: a new call is refused with "shutting down" (it does not run);
+    /// cancellations and stream credit still reach the calls in flight.
+    pub(super) async fn refuse_frame(&self, body: Bytes) {
+        let Ok(env) = Envelope::decode(&body) else {
+            return;
+        };
+        if env.cancel {
+            self.state.calls.cancel(env.id);
+        } else if env.credit > 0 && env.method.is_empty() {
+            self.state.calls.grant(env.id, env.credit);
+        } else if env.id != 0 {
+            self.state
+                .reply(env.id, Err(HandlerError::shutting_down()))
+                .await;
+        }
+    }
+
     /// A cancellation from the client: stops the call if it runs, drops it
     /// if it waits; nothing if it is unknown (over already, or never was).
     fn cancel(&self, parked: &mut ParkedQueue, id: u32) {

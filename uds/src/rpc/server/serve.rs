@@ -84,7 +84,7 @@ pub(super) async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
         hold,
     };
     let end = read_loop(&session, &mut reader, &mut parked).await;
-    drain(&session, &reader, writer, &mut parked, end).await;
+    drain(&session, &mut reader, writer, &mut parked, end).await;
     // The peer's quotas count this connection until here.
     drop(parked);
     drop(session);
@@ -169,7 +169,7 @@ async fn read_loop(s: &Session, reader: &mut Reader, parked: &mut ParkedQueue) -
 /// (until a hard stop), and lets the writer flush.
 async fn drain<T>(
     s: &Session,
-    reader: &Reader,
+    reader: &mut Reader,
     mut writer: JoinHandle<T>,
     parked: &mut ParkedQueue,
     end: ReadEnd,
@@ -179,8 +179,9 @@ async fn drain<T>(
     // Requests that never got a slot are answered, with their ids.
     if !broken {
         while let Some(call) = parked.pop() {
-            let e = HandlerError::server("the server is shutting down; the call did not start");
-            state.reply(call.env.id, Err(e)).await;
+            state
+                .reply(call.env.id, Err(HandlerError::shutting_down()))
+                .await;
         }
     }
     // A broken connection, or a peer that closed both directions (not just
@@ -189,19 +190,55 @@ async fn drain<T>(
         state.outbox.break_with("the connection ended");
         state.calls.cancel_all();
     }
-    tokio::select! {
-        () = state.calls.wait_drained() => {}
-        () = state.outbox.broken() => {
-            state.calls.cancel_all();
+    let wait = async {
+        tokio::select! {
+            () = state.calls.wait_drained() => true,
+            () = state.outbox.broken() => {
+                state.calls.cancel_all();
+                false
+            }
+            () = shared.hard_stop.cancelled() => {
+                shared.aborted.fetch_add(state.calls.cancel_all(), Ordering::Relaxed);
+                false
+            }
         }
-        () = shared.hard_stop.cancelled() => {
-            shared.aborted.fetch_add(state.calls.cancel_all(), Ordering::Relaxed);
-        }
+    };
+    let drained = if end == ReadEnd::Stopped {
+        refuse_while(s, reader, wait).await
+    } else {
+        wait.await
+    };
+    // Shutting down, every call answered: the connection's last frame says
+    // so (id 0, `reason` 2), so that a call the client sends as it closes
+    // fails at once with `ShuttingDown` (it did not run), not with a bare
+    // "connection closed". Not after a hard stop: calls cut short then may
+    // have run in part.
+    if end == ReadEnd::Stopped && drained {
+        state.reply(0, Err(HandlerError::shutting_down())).await;
     }
     state.outbox.finish();
     tokio::select! {
         _ = &mut writer => {}
         () = shared.hard_stop.cancelled() => writer.abort(),
+    }
+}
+
+/// While the calls of a stopping server's connection finish (`wait`), keeps
+/// reading its requests and answers each new call at once with "shutting
+/// down" (code 4, `reason` 2: it did not run); cancellations and stream
+/// credit still reach the calls in flight. Returns what `wait` returned.
+async fn refuse_while(s: &Session, reader: &mut Reader, wait: impl Future<Output = bool>) -> bool {
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            biased;
+            drained = &mut wait => return drained,
+            frame = reader.read_frame() => match frame {
+                Ok(Some(body)) => s.refuse_frame(body).await,
+                // The peer is gone or broke the framing: just finish.
+                _ => return wait.await,
+            },
+        }
     }
 }
 
