@@ -902,9 +902,11 @@ fn check_nested(ty: &Type, (what, whats): (&str, &str), errors: &mut Errors) -> 
                 "{whats} are sent to another process by value: use an owned type{} here",
                 owned_hint(&r.elem)
             )),
-            Type::TraitObject(_) => Some(format!(
-                "a trait object cannot travel in {what}: name a concrete type (for an error, your own error type, or `String`)"
-            )),
+            Type::TraitObject(_) => Some(if what == "an error" {
+                "a trait object cannot travel in an error: use your own error type deriving `serde::Serialize` and `serde::Deserialize`, or `String`".to_owned()
+            } else {
+                format!("a trait object cannot travel in {what}: name a concrete type")
+            }),
             Type::ImplTrait(_) => Some(format!(
                 "`impl Trait` cannot travel in {what}: name a concrete type"
             )),
