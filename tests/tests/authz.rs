@@ -227,3 +227,23 @@ async fn a_trait_wide_rule_denies_another_user_every_method() {
     let c = PrivateClient::from_conn(conn.unwrap());
     assert_eq!(c.hello().await.unwrap(), 7);
 }
+
+#[tokio::test]
+async fn denials_are_logged_rate_limited() {
+    let logs = uds_tests::log_capture::LogCapture::global();
+    let denied = |e: &uds_tests::log_capture::Logged| e.message.starts_with("call denied");
+    let (_server, c, _) = start();
+    let before = logs.count(denied);
+    // 40 denied calls over a little more than a second: one line, or two
+    // if the window turns (other tests in this binary share the limit).
+    for _ in 0..40 {
+        assert!(is_denied(&c.nobody_here(1).await.unwrap_err()));
+        tokio::time::sleep(std::time::Duration::from_millis(28)).await;
+    }
+    let lines = logs.count(denied) - before;
+    assert!((1..=3).contains(&lines), "{lines} lines for 40 denials");
+    let last = logs.events(denied).pop().unwrap();
+    assert_eq!(last.level, tracing::Level::WARN);
+    assert!(last.fields.contains_key("uid"), "{last:?}");
+    assert!(last.fields.contains_key("suppressed"), "{last:?}");
+}

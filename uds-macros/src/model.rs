@@ -51,6 +51,8 @@ pub(crate) struct Access {
     pub(crate) uids: Vec<LitInt>,
     pub(crate) gids: Vec<LitInt>,
     pub(crate) policy: Option<syn::Path>,
+    /// `allow` was given (a second one is an error, not a silent union).
+    allow_given: bool,
 }
 
 pub(crate) struct Method {
@@ -293,6 +295,13 @@ fn parse_access_key(
         set_once(&mut access.policy, path, &meta.path, errors);
         return Ok(());
     }
+    if access.allow_given {
+        return Err(syn::Error::new_spanned(
+            &meta.path,
+            "duplicate `allow`: list every allowed identity in one `allow(...)`",
+        ));
+    }
+    access.allow_given = true;
     if meta.input.peek(Token![=]) {
         let lit: LitStr = meta.value()?.parse().map_err(|e| {
             syn::Error::new(e.span(), "expected `allow = \"same_user\"` or `allow(...)`")

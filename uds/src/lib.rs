@@ -252,6 +252,10 @@ pub use service::{CallError, ClientStream, ServerStream};
 ///   `build()` for a server of its own, `METHODS` with the wire names. It
 ///   implements [`plugin::PluginService`].
 ///
+/// `#[uds(...)]` goes on the trait's methods and their arguments, where the
+/// macro reads it; in the `impl` it is not needed (rustc would say "`uds` is
+/// a crate, not an attribute").
+///
 /// Method names the client uses itself (`new`, `connect`, `clone`,
 /// `with_timeout`, ...) and names starting with `__` are reserved: rename
 /// the method and keep its wire name with `#[uds(name = "...")]`.
