@@ -77,7 +77,10 @@
 //! - An existing path is replaced only if it is a socket no server answers
 //!   on; a regular file, a directory, a symlink or a live server is an error.
 //! - The [`auth::Policy`] runs on the kernel credentials of each accepted
-//!   peer before anything is read; denied peers are closed and logged.
+//!   peer before anything is read; denied peers are closed and logged (an
+//!   RPC server first writes them one constant "permission denied" frame).
+//!   Methods of a `#[uds::service]` can require more: see its
+//!   authorization section.
 //! - The client checks the socket file (type, owner, group, mode) and then the
 //!   server's credentials on the connected socket, which cannot be swapped.
 //! - Linux abstract sockets have no file permissions: the policy is the only

@@ -279,7 +279,8 @@ impl Listener {
     ///
     /// Peers the policy denies are closed before anything is read from them,
     /// logged at `warn`, counted in [`ListenerStats::denied`], and never
-    /// returned. Errors that concern one connection are skipped; running out
+    /// returned. (Served by an `rpc::Server`, the listener first writes them
+    /// one constant frame saying "permission denied", without waiting.) Errors that concern one connection are skipped; running out
     /// of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) is
     /// logged and retried with a back-off from 5 ms up to 1 s, so the server
     /// resumes once resources free up. Only an error that leaves the listener
