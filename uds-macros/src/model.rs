@@ -924,6 +924,14 @@ fn check_nested(ty: &Type, (what, whats): (&str, &str), errors: &mut Errors) -> 
             )),
             Type::BareFn(_) => Some(format!("a function pointer cannot travel in {what}")),
             Type::Infer(_) => Some(format!("name the type: `_` cannot be inferred in {what}")),
+            Type::Path(p)
+                if p.qself.is_none()
+                    && p.path.segments.first().is_some_and(|s| s.ident == "Self") =>
+            {
+                Some(format!(
+                    "`Self` is the implementing type, which cannot travel in {what}: name a concrete type"
+                ))
+            }
             Type::Path(_) => last_segment(t).and_then(|s| {
                 (s.ident == "ServerStream" || s.ident == "ClientStream").then(|| {
                     "a stream can only be a method's whole result: `-> uds::ServerStream<T>`"
