@@ -122,14 +122,32 @@ async fn client_clone_is_clone_not_a_call() {
 pub mod quiet {
     #![deny(deprecated, unused, missing_docs, clippy::all, clippy::pedantic)]
 
-    /// A service with a deprecated method.
-    #[uds::service]
-    pub trait Legacy {
+    fn any_peer(_: &uds::Cred) -> bool {
+        true
+    }
+
+    /// A service with a deprecated method, and every other shape.
+    #[uds::service(allow = "same_user")]
+    pub trait Legacy: Send + Sync {
         /// The old way.
         #[deprecated(note = "use `new_way`")]
         async fn old_way(&self, a: u32, b: String) -> u32;
         /// The new way.
         async fn new_way(&self, a: u32) -> Result<u32, String>;
+        /// A stream, with the context and a policy.
+        #[uds(policy = any_peer)]
+        async fn ticks(&self, ctx: &uds::Context, n: u32) -> uds::ServerStream<u32>;
+        /// Nothing in, nothing out; an optional argument.
+        async fn ping(&self, a: u32, #[uds(default)] b: Option<u32>);
+    }
+
+    /// A proto service under the same lints.
+    #[uds::service(codec = "proto")]
+    pub trait ProtoQuiet {
+        /// One message in, one out.
+        async fn get(&self, req: String) -> String;
+        /// No argument.
+        async fn none(&self);
     }
 
     /// An implementation.
@@ -143,6 +161,17 @@ pub mod quiet {
         async fn new_way(&self, a: u32) -> Result<u32, String> {
             Ok(a)
         }
+        async fn ticks(&self, _ctx: &uds::Context, n: u32) -> uds::ServerStream<u32> {
+            uds::ServerStream::iter(0..n)
+        }
+        async fn ping(&self, _a: u32, _b: Option<u32>) {}
+    }
+
+    impl ProtoQuiet for L {
+        async fn get(&self, req: String) -> String {
+            req
+        }
+        async fn none(&self) {}
     }
 
     #[tokio::test]
