@@ -297,8 +297,9 @@ fn graceful_shutdown_delivers_every_in_flight_reply_on_every_connection() {
                     replied += 1;
                 }
                 // Queued behind the limit and never started: answered with an
-                // error, with its id, rather than dropped.
-                Err(RpcError::Server { message }) if message.contains("shutting down") => {
+                // error, with its id, rather than dropped: `ShuttingDown`
+                // (retryable, it did not run).
+                Err(RpcError::ShuttingDown { message }) if message.contains("shutting down") => {
                     refused += 1;
                 }
                 Err(e) => panic!("{msg}: {e:?}"),

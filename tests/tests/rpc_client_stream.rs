@@ -399,50 +399,42 @@ async fn losing_the_connection_mid_stream_fails_the_call_and_the_sender() {
 }
 
 #[tokio::test]
-async fn a_server_shutting_down_answers_a_client_stream_it_can_no_longer_read() {
-    let dropped = Arc::new(AtomicBool::new(false));
-    let server = Server::builder()
-        .client_streaming("/hold", {
-            let dropped = dropped.clone();
-            move |_, _, items| {
-                let flag = DropFlag(dropped.clone());
-                async move {
-                    let _flag = flag;
-                    sum(items).await
-                }
-            }
-        })
-        .build()
-        .unwrap();
+async fn a_server_shutting_down_lets_a_client_stream_finish_and_refuses_new_ones() {
+    let server = server();
     let (a, b) = uds::net::pair().unwrap();
     let mut connection = server.serve_connection(b);
     let client = Client::new(a);
     let (mut tx, reply) = client
-        .call_client_stream("/hold", Bytes::new(), CallOptions::default())
+        .call_client_stream("/sum", Bytes::new(), CallOptions::default())
         .await
         .unwrap();
     tx.send("x".into()).await.unwrap();
-    server.shutdown(Duration::from_secs(5)).await;
-    let got = tokio::time::timeout(Duration::from_secs(5), reply)
+    let shutdown = tokio::spawn({
+        let server = server.clone();
+        async move { server.shutdown(Duration::from_secs(5)).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Draining: a new call is refused at once, typed and retryable...
+    let (_tx2, refused) = client
+        .call_client_stream("/sum", Bytes::new(), CallOptions::default())
         .await
-        .expect("the reply never came");
-    match got {
-        Err(RpcError::Server { message }) => {
-            assert!(message.contains("shutting down"), "{message}");
-        }
-        other => panic!("{other:?}"),
-    }
-    assert!(matches!(
-        tx.send("y".into()).await,
-        Err(RpcError::StreamClosed { .. })
-    ));
+        .unwrap();
+    let refused = tokio::time::timeout(Duration::from_secs(2), refused)
+        .await
+        .expect("a new call during drain waited");
+    assert!(
+        matches!(refused, Err(RpcError::ShuttingDown { .. })),
+        "{refused:?}"
+    );
+    // ...while the running stream still takes its items and answers.
+    tx.send("yz".into()).await.unwrap();
+    tx.finish().await.unwrap();
+    assert_eq!(reply.await.unwrap(), "2 3");
+    let report = shutdown.await.unwrap();
+    assert!(report.graceful);
     tokio::time::timeout(Duration::from_secs(5), connection.closed())
         .await
         .unwrap();
-    assert!(
-        dropped.load(Ordering::SeqCst),
-        "the handler outlived its connection"
-    );
 }
 
 #[tokio::test]

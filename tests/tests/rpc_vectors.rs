@@ -527,3 +527,98 @@ async fn server_reply_is_readable_after_a_go_style_request_split_everywhere() {
         "nothing more is sent"
     );
 }
+
+/// §6.3 R1: the frame a uds server writes to a peer its accept policy
+/// denies, before closing: id 0, `err_type` 4, err `uds: permission denied`,
+/// reason (field 21) 1.
+const R1: &str = "3a|280432167564733a207065726d697373696f6e2064656e696564a80101";
+/// §6.3 R2: the reply to call 1 sent to a draining server: `err_type` 4, err
+/// `uds: server shutting down`, reason 2.
+const R2: &str = "44|0801280432197564733a20736572766572207368757474696e6720646f776ea80102";
+
+#[test]
+fn reason_field_21_vectors_decode_and_encode_r1_r2() {
+    let r1 = Envelope::decode(&body(R1)).unwrap();
+    assert_eq!((r1.id, r1.err_type, r1.reason), (0, 4, 1));
+    assert_eq!(r1.err_text(), "uds: permission denied");
+    let r2 = Envelope::decode(&body(R2)).unwrap();
+    assert_eq!((r2.id, r2.err_type, r2.reason), (1, 4, 2));
+    assert_eq!(r2.err_text(), "uds: server shutting down");
+    for (v, e) in [(R1, &r1), (R2, &r2)] {
+        assert_eq!(encode_frame(e), hex(v), "our encoder writes {v}");
+    }
+}
+
+#[tokio::test]
+async fn client_maps_code_4_with_a_reason_to_typed_errors_r1_r2() {
+    let (client, _task) = fake_server(|req| {
+        let mut reply = Envelope::default();
+        reply.id = req.id;
+        reply.err_type = 4;
+        match req.method_str().unwrap() {
+            "/draining" => {
+                let mut r = Envelope::decode(&body(R2)).unwrap();
+                r.id = req.id;
+                return vec![encode_frame(&r)];
+            }
+            "/denied" => {
+                reply.reason = 1;
+                reply.err = Bytes::from_static(b"uds: permission denied");
+            }
+            "/future" => {
+                // A reason this client does not know: the code's meaning.
+                reply.reason = 9;
+                reply.err = Bytes::from_static(b"later");
+            }
+            _ => {
+                // A reason on another code is ignored.
+                reply.err_type = 3;
+                reply.reason = 1;
+                reply.err = Bytes::from_static(b"bad");
+            }
+        }
+        vec![encode_frame(&reply)]
+    });
+    let e = client.call("/draining", "").await.unwrap_err();
+    assert_eq!(
+        e,
+        RpcError::ShuttingDown {
+            message: "uds: server shutting down".into()
+        }
+    );
+    assert!(e.is_retryable());
+    assert_eq!(
+        client.call("/denied", "").await,
+        Err(RpcError::PermissionDenied {
+            message: "uds: permission denied".into()
+        })
+    );
+    assert_eq!(
+        client.call("/future", "").await,
+        Err(RpcError::Server {
+            message: "later".into()
+        })
+    );
+    assert_eq!(
+        client.call("/other", "").await,
+        Err(RpcError::BadData {
+            message: "bad".into()
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_reads_r1_before_the_close_fails_with_permission_denied() {
+    let (a, b) = uds::net::pair().unwrap();
+    let client = Client::new(a);
+    let (mut stream, _) = b.into_parts();
+    stream.write_all(&hex(R1)).await.unwrap();
+    drop(stream);
+    let e = client.call("/any", "x").await.unwrap_err();
+    assert_eq!(
+        e,
+        RpcError::PermissionDenied {
+            message: "uds: permission denied".into()
+        }
+    );
+}

@@ -4,7 +4,6 @@
 pub trait Svc {
     fn not_async(&self) -> u32;
     async fn mutable(&mut self) -> u32;
-    async fn pattern(&self, (a, b): (u32, u32)) -> u32;
     async fn fine(&self, a: u32) -> u32;
 }
 
@@ -16,9 +15,6 @@ impl Svc for S {
     }
     async fn mutable(&mut self) -> u32 {
         2
-    }
-    async fn pattern(&self, (a, b): (u32, u32)) -> u32 {
-        a + b
     }
     async fn fine(&self, a: u32) -> u32 {
         a

@@ -2,6 +2,13 @@
 //! the client, the server. Generated code names everything by absolute path
 //! (`::core`, `::std`, the uds crate path) so it compiles under
 //! `#![no_implicit_prelude]` and with the crate renamed.
+//!
+//! Every value type is used through the codec's trait
+//! (`uds::codec::JsonType` / `ProtoType`) named on the user's own type
+//! token, so that a type of the wrong kind is one error on that type. The
+//! client and server are emitted inside `uds::__private01::{json,proto}_service!`:
+//! a wrong `crate = "..."` path, or a codec whose cargo feature is off, is
+//! then one error instead of one per use.
 
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
@@ -9,7 +16,7 @@ use syn::ext::IdentExt;
 use syn::spanned::Spanned;
 use syn::{ItemTrait, ReturnType, TraitItem, Type};
 
-use crate::model::{Codec, Method, Ret, Service};
+use crate::model::{Access, Codec, Method, Ret, Service};
 
 /// A local of the generated code. Mixed-site hygiene: it cannot clash with,
 /// or be shadowed by, a user's parameter of the same name.
@@ -18,15 +25,22 @@ fn local(name: &str) -> Ident {
 }
 
 pub(crate) fn expand(item: &ItemTrait, svc: &Service) -> TokenStream {
+    let k = &svc.krate;
     let trait_ = emit_trait(item);
     let client = emit_client(item, svc);
     let server = emit_server(item, svc);
     let checks = emit_type_checks(svc);
+    let gate = match svc.codec {
+        Codec::Json => quote!(#k::__private01::json_service!),
+        Codec::Proto => quote!(#k::__private01::proto_service!),
+    };
     quote! {
         #trait_
-        #client
-        #server
-        #checks
+        #gate {
+            #client
+            #server
+            #checks
+        }
     }
 }
 
@@ -49,12 +63,21 @@ fn emit_trait(item: &ItemTrait) -> TokenStream {
     quote!(#item)
 }
 
-fn codec_path(svc: &Service) -> TokenStream {
+/// The codec's value trait: `uds::codec::JsonType` or `ProtoType`.
+fn value_trait(svc: &Service) -> TokenStream {
     let k = &svc.krate;
     match svc.codec {
-        Codec::Json => quote!(#k::codec::Json),
-        Codec::Proto => quote!(#k::codec::Proto),
+        Codec::Json => quote!(#k::codec::JsonType),
+        Codec::Proto => quote!(#k::codec::ProtoType),
     }
+}
+
+/// `<T as JsonType>::f`, every token on the user's type: an unfit type is
+/// reported there, with the trait's message.
+fn on_type(svc: &Service, t: &Type, f: &str) -> TokenStream {
+    let vt = value_trait(svc);
+    let f = Ident::new(f, Span::call_site());
+    quote_spanned!(t.span()=> <#t as #vt>::#f)
 }
 
 fn emit_client(item: &ItemTrait, svc: &Service) -> TokenStream {
@@ -64,10 +87,15 @@ fn emit_client(item: &ItemTrait, svc: &Service) -> TokenStream {
     let client = format_ident!("{}Client", trait_ident);
     let doc = format!(
         "Client for the [`{trait_ident}`] service: one async method per trait method, \
-         each returning the result or a typed error. Cheap to clone; clones share the connection."
+         each returning the result or a typed error. Cheap to clone; clones share the \
+         connection. Per-call options: `client.with_timeout(d).method(..)`."
     );
-    let methods = svc.methods.iter().map(|m| client_method(svc, m));
-    let names = svc.methods.iter().map(|m| &m.wire_name);
+    let methods = svc.methods.iter().map(|m| client_method(item, svc, m));
+    let names = svc.methods.iter().map(|m| {
+        let cfgs = &m.cfgs;
+        let w = &m.wire_name;
+        quote!(#(#cfgs)* #w)
+    });
     quote! {
         #[doc = #doc]
         #[derive(::core::clone::Clone, ::core::fmt::Debug)]
@@ -76,8 +104,10 @@ fn emit_client(item: &ItemTrait, svc: &Service) -> TokenStream {
             options: #k::rpc::CallOptions,
         }
 
+        #[allow(deprecated, clippy::needless_pass_by_value, clippy::used_underscore_binding)]
         impl #client {
             /// A client over an RPC client (sharing its connection).
+            #[must_use]
             #vis fn new(client: #k::rpc::Client) -> Self {
                 Self {
                     client,
@@ -86,25 +116,57 @@ fn emit_client(item: &ItemTrait, svc: &Service) -> TokenStream {
             }
 
             /// A client over a connected socket (for example an end of `uds::net::pair()`).
+            ///
+            /// # Panics
+            ///
+            /// Outside a tokio runtime, as `uds::rpc::Client::new`.
+            #[must_use]
             #vis fn from_conn(conn: #k::net::Conn) -> Self {
                 Self::new(#k::rpc::Client::new(conn))
             }
 
             /// Connects to the server at `path`, with the default checks of
             /// `uds::net::Connector` (socket owner and mode, server uid).
+            ///
+            /// # Errors
+            ///
+            /// The `uds::net::NetError` of the connection or of a failed check.
             #vis async fn connect(
                 path: impl ::core::convert::AsRef<::std::path::Path>,
             ) -> ::core::result::Result<Self, #k::net::NetError> {
                 ::core::result::Result::Ok(Self::new(#k::rpc::Client::connect(path).await?))
             }
 
-            /// The same client with other per-call options (e.g. a timeout).
-            #vis fn with_options(mut self, options: #k::rpc::CallOptions) -> Self {
-                self.options = options;
-                self
+            /// A client for calls with these options (timeout, stream
+            /// window): a cheap clone sharing the connection, for one call
+            /// (`client.with_options(opts).method(..).await`) or many.
+            #[must_use]
+            #vis fn with_options(&self, options: #k::rpc::CallOptions) -> Self {
+                Self {
+                    client: <#k::rpc::Client as ::core::clone::Clone>::clone(&self.client),
+                    options,
+                }
+            }
+
+            /// A client whose calls time out after `timeout` (the call's
+            /// deadline, sent to the server), other options kept: a cheap
+            /// clone sharing the connection, e.g.
+            /// `client.with_timeout(Duration::from_secs(1)).method(..).await`.
+            #[must_use]
+            #vis fn with_timeout(&self, timeout: ::core::time::Duration) -> Self {
+                let mut options = self.options;
+                options.timeout = ::core::option::Option::Some(timeout);
+                self.with_options(options)
+            }
+
+            /// The options of this client's calls.
+            #[must_use]
+            #vis fn options(&self) -> &#k::rpc::CallOptions {
+                &self.options
             }
 
             /// The underlying RPC client.
+            #[must_use]
             #vis fn rpc(&self) -> &#k::rpc::Client {
                 &self.client
             }
@@ -112,6 +174,7 @@ fn emit_client(item: &ItemTrait, svc: &Service) -> TokenStream {
             #(#methods)*
         }
 
+        #[automatically_derived]
         impl #k::plugin::PluginClient for #client {
             const SERVICE: &'static str = ::core::stringify!(#trait_ident);
             const METHODS: &'static [&'static str] = &[#(#names),*];
@@ -125,69 +188,81 @@ fn emit_client(item: &ItemTrait, svc: &Service) -> TokenStream {
 
 fn encode_args(svc: &Service, m: &Method) -> TokenStream {
     let k = &svc.krate;
-    let codec = codec_path(svc);
     match (svc.codec, m.args.as_slice()) {
         // No argument: JSON `null` (Go JSON handlers cannot decode empty
         // data); an empty protobuf message.
         (Codec::Json, []) => quote!(#k::__private01::Bytes::from_static(b"null")),
         (Codec::Proto, []) => quote!(#k::__private01::Bytes::new()),
-        (_, [(a, t)]) => quote_spanned!(t.span()=> #k::__private01::encode_arg::<#codec, #t>(&#a)?),
+        (_, [a]) => {
+            let (id, enc) = (&a.ident, on_type(svc, &a.ty, "__encode"));
+            quote!(#k::__private01::encoded_arg(#enc(&#id))?)
+        }
         (_, many) => {
-            let adds = many.iter().map(|(a, _)| {
-                let name = a.unraw().to_string();
-                quote!(.arg(#name, &#a)?)
+            let adds = many.iter().map(|a| {
+                let name = a.ident.unraw().to_string();
+                let (id, to) = (&a.ident, on_type(svc, &a.ty, "__to_value"));
+                quote!(.arg(#name, #to(&#id))?)
             });
             quote!(#k::__private01::JsonArgs::new() #(#adds)* .finish()?)
         }
     }
 }
 
-fn client_method(svc: &Service, m: &Method) -> TokenStream {
+fn client_method(item: &ItemTrait, svc: &Service, m: &Method) -> TokenStream {
     let (l_data, l_s) = (local("__data"), local("__s"));
     let k = &svc.krate;
-    let codec = codec_path(svc);
+    let vis = &item.vis;
     let ident = &m.ident;
     let wire = &m.wire_name;
-    let docs = &m.docs;
-    let params = m.args.iter().map(|(a, t)| quote!(#a: #t));
+    let (docs, cfgs, deprecated) = (&m.docs, &m.cfgs, &m.deprecated);
+    let params = m.args.iter().map(|a| {
+        let (id, t) = (&a.ident, &a.ty);
+        quote!(#id: #t)
+    });
     let data = encode_args(svc, m);
     let call = quote!(self.client.call_with(#wire, #l_data, self.options).await);
-    let (ret, body) = match &m.ret {
+    let (ret, body, errors) = match &m.ret {
         Ret::Unit => (
             quote!(::core::result::Result<(), #k::rpc::RpcError>),
             quote! { #call?; ::core::result::Result::Ok(()) },
+            "`uds::rpc::RpcError` if the call fails (transport, deadline, server error).",
         ),
         Ret::Plain(t) => {
-            let decode = quote_spanned!(t.span()=> #k::__private01::decode_reply::<#codec, #t>);
+            let dec = on_type(svc, t, "__decode");
             (
                 quote!(::core::result::Result<#t, #k::rpc::RpcError>),
-                quote! { #decode(#call?) },
+                quote! { #k::__private01::decode_reply(#call?, #dec) },
+                "`uds::rpc::RpcError` if the call fails (transport, deadline, server error).",
             )
         }
         Ret::Result(t, e) => {
-            let map = quote_spanned!(e.span()=> #k::__private01::app_reply::<#codec, #t, #e>);
+            let (dt, de) = (on_type(svc, t, "__decode"), on_type(svc, e, "__decode"));
             (
                 quote!(::core::result::Result<#t, #k::CallError<#e>>),
-                quote! { #map(#call) },
+                quote! { #k::__private01::app_reply(#call, #dt, #de) },
+                "`uds::CallError::App` with the method's error, or `uds::CallError::Rpc` if the call fails.",
             )
         }
         Ret::Stream(t) => {
-            let wrap = quote_spanned!(t.span()=> #k::__private01::client_stream::<#codec, #t>);
+            let dec = on_type(svc, t, "__decode");
             (
                 quote!(::core::result::Result<#k::Streaming<#t>, #k::rpc::RpcError>),
                 quote! {
                     let #l_s = self.client.call_stream(#wire, #l_data, self.options).await?;
-                    ::core::result::Result::Ok(#wrap(#l_s))
+                    ::core::result::Result::Ok(#k::__private01::client_stream(#l_s, #dec))
                 },
+                "`uds::rpc::RpcError` if the call fails; the stream's items can fail too.",
             )
         }
     };
-    let wire_doc = format!("Calls `{wire}` on the server.");
+    let sep = if docs.is_empty() { "" } else { "\n" };
+    let wire_doc = format!("{sep}Calls `{wire}` on the server.\n\n# Errors\n\n{errors}");
     quote! {
+        #(#cfgs)*
         #(#docs)*
-        #[doc = ""]
         #[doc = #wire_doc]
-        pub async fn #ident(&self, #(#params),*) -> #ret {
+        #(#deprecated)*
+        #vis async fn #ident(&self, #(#params),*) -> #ret {
             let #l_data = #data;
             #body
         }
@@ -208,51 +283,66 @@ fn emit_server(item: &ItemTrait, svc: &Service) -> TokenStream {
         .methods
         .iter()
         .map(|m| register_method(svc, trait_ident, m));
-    let names = svc.methods.iter().map(|m| &m.wire_name);
+    let names = svc.methods.iter().map(|m| {
+        let cfgs = &m.cfgs;
+        let w = &m.wire_name;
+        quote!(#(#cfgs)* #w)
+    });
     quote! {
         #[doc = #doc]
         #vis struct #server<#ty> {
             imp: ::std::sync::Arc<#ty>,
         }
 
+        #[automatically_derived]
         impl<#ty> ::core::clone::Clone for #server<#ty> {
             fn clone(&self) -> Self {
                 Self { imp: <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&self.imp) }
             }
         }
 
+        #[automatically_derived]
         impl<#ty> ::core::fmt::Debug for #server<#ty> {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
                 f.debug_struct(::core::stringify!(#server)).finish_non_exhaustive()
             }
         }
 
+        #[allow(deprecated, clippy::used_underscore_binding, clippy::too_many_lines)]
         impl<#ty: #trait_ident + ::core::marker::Send + ::core::marker::Sync + 'static> #server<#ty> {
             /// The wire names of the service's methods.
             #vis const METHODS: &'static [&'static str] = &[#(#names),*];
 
             /// Serves `imp`.
+            #[must_use]
             #vis fn new(imp: #ty) -> Self {
                 Self { imp: ::std::sync::Arc::new(imp) }
             }
 
             /// Serves a shared `imp`.
+            #[must_use]
             #vis fn from_arc(imp: ::std::sync::Arc<#ty>) -> Self {
                 Self { imp }
             }
 
             /// Registers every method on `builder`.
+            #[must_use]
             #vis fn register(&self, builder: #k::rpc::ServerBuilder) -> #k::rpc::ServerBuilder {
                 #(#registrations)*
                 builder
             }
 
             /// A server with the default settings that serves this service.
+            ///
+            /// # Errors
+            ///
+            /// `uds::rpc::BuildError` as `uds::rpc::ServerBuilder::build`.
             #vis fn build(&self) -> ::core::result::Result<#k::rpc::Server, #k::rpc::BuildError> {
                 self.register(#k::rpc::Server::builder()).build()
             }
         }
 
+        #[automatically_derived]
         impl<#ty: #trait_ident + ::core::marker::Send + ::core::marker::Sync + 'static>
             #k::plugin::PluginService for #server<#ty>
         {
@@ -266,37 +356,49 @@ fn emit_server(item: &ItemTrait, svc: &Service) -> TokenStream {
     }
 }
 
+/// The policies of one rule: the union of its allowed identities, and its
+/// policy function (both must allow when both are given).
+fn policies_of(k: &syn::Path, access: &Access, out: &mut Vec<TokenStream>) {
+    let mut allow: Vec<TokenStream> = Vec::new();
+    if access.same_user {
+        allow.push(quote!(#k::auth::Policy::same_user()));
+    }
+    if !access.uids.is_empty() {
+        let ids = &access.uids;
+        allow.push(quote!(#k::auth::Policy::uids([#(#ids),*])));
+    }
+    if !access.gids.is_empty() {
+        let ids = &access.gids;
+        allow.push(quote!(#k::auth::Policy::gids([#(#ids),*])));
+    }
+    if let Some((first, rest)) = allow.split_first() {
+        out.push(quote!(#first #(.or(#rest))*));
+    }
+    if let Some(path) = &access.policy {
+        let check = quote_spanned! {path.span()=>
+            {
+                let __policy: fn(&#k::Cred) -> bool = #path;
+                __policy
+            }
+        };
+        out.push(quote!(#k::auth::Policy::custom(#check)));
+    }
+}
+
 fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> TokenStream {
     let ty = local("__UdsImpl");
-    let (l_data, l_args, l_imp, l_ctx) = (
-        local("__data"),
-        local("__args"),
-        local("__imp"),
-        local("__ctx"),
-    );
+    let (l_data, l_imp, l_ctx) = (local("__data"), local("__imp"), local("__ctx"));
     let (l_out, l_v, l_e, l_s) = (local("__out"), local("__v"), local("__e"), local("__s"));
     let k = &svc.krate;
-    let codec = codec_path(svc);
     let ident = &m.ident;
     let wire = &m.wire_name;
-    let decode = match (svc.codec, m.args.as_slice()) {
-        (_, []) => quote!(let _ = #l_data;),
-        (_, [(a, t)]) => {
-            quote_spanned!(t.span()=> let #a: #t = #k::__private01::decode_arg::<#codec, #t>(#l_data)?;)
-        }
-        (_, many) => {
-            let takes = many.iter().map(|(a, t)| {
-                let name = a.unraw().to_string();
-                quote!(let #a: #t = #l_args.take(#name)?;)
-            });
-            quote! {
-                let mut #l_args = #k::__private01::JsonArgs::parse(&#l_data)?;
-                #(#takes)*
-            }
-        }
-    };
-    let ctx_arg = m.has_ctx.then(|| quote!(&#l_ctx,));
-    let args = m.args.iter().map(|(a, _)| a);
+    let cfgs = &m.cfgs;
+    let decode = decode_args(svc, m);
+    let ctx_arg = m.ctx.as_ref().map(|t| {
+        let cast = quote_spanned!(t.span()=> <#t as #k::rpc::FromContext<'_>>::from_context);
+        quote!(#cast(&#l_ctx),)
+    });
+    let args = m.args.iter().map(|a| &a.ident);
     let invoke = quote!(<#ty as #trait_ident>::#ident(&*#l_imp, #ctx_arg #(#args),*).await);
     let (register, result) = match &m.ret {
         Ret::Unit => (quote!(handler), {
@@ -309,43 +411,50 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
             quote! { let () = #invoke; ::core::result::Result::Ok(#empty) }
         }),
         Ret::Plain(t) => {
-            let encode = quote_spanned!(t.span()=> #k::__private01::encode_result::<#codec, #t>);
+            let enc = on_type(svc, t, "__encode");
             (
                 quote!(handler),
-                quote! { let #l_out: #t = #invoke; #encode(&#l_out) },
+                quote! { let #l_out: #t = #invoke; #k::__private01::encoded_result(#enc(&#l_out)) },
             )
         }
         Ret::Result(t, e) => {
-            let ok = quote_spanned!(t.span()=> #k::__private01::encode_result::<#codec, #t>);
-            let err = quote_spanned!(e.span()=> #k::__private01::app_error::<#codec, #e>);
+            let (et, ee) = (on_type(svc, t, "__encode"), on_type(svc, e, "__encode"));
             (
                 quote!(handler),
                 quote! {
                     match #invoke {
-                        ::core::result::Result::Ok(#l_v) => #ok(&#l_v),
-                        ::core::result::Result::Err(#l_e) => ::core::result::Result::Err(#err(&#l_e)),
+                        ::core::result::Result::Ok(#l_v) => #k::__private01::encoded_result(#et(&#l_v)),
+                        ::core::result::Result::Err(#l_e) => ::core::result::Result::Err(
+                            #k::__private01::app_error(#ee(&#l_e)),
+                        ),
                     }
                 },
             )
         }
         Ret::Stream(t) => {
-            let encode = quote_spanned!(t.span()=> #k::__private01::encode_stream::<#codec, #t>);
+            let enc = on_type(svc, t, "__encode");
             (
                 quote!(streaming),
                 quote! {
                     let #l_s = #invoke;
-                    ::core::result::Result::Ok(#encode(#l_s))
+                    ::core::result::Result::Ok(#k::__private01::encode_stream(#l_s, #enc))
                 },
             )
         }
     };
+    let (make_pol, clone_pol, check) = authorization(svc, m);
     quote! {
+        #(#cfgs)*
         let builder = {
             let #l_imp = <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&self.imp);
+            #make_pol
             builder.#register(#wire, move |#l_ctx: #k::rpc::Context, #l_data: #k::__private01::Bytes| {
                 let #l_imp = <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&#l_imp);
+                #clone_pol
                 async move {
                     let _ = &#l_ctx;
+                    // Authorization first: a denied caller's data is not decoded.
+                    #check
                     #decode
                     #result
                 }
@@ -354,30 +463,81 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
     }
 }
 
-/// For a proto service: every argument, result, error and stream item type
-/// must be a `prost::Message`, checked on the type itself so the error points
-/// at it.
-fn emit_type_checks(svc: &Service) -> TokenStream {
-    if svc.codec != Codec::Proto {
-        return TokenStream::new();
-    }
+/// The server side of the arguments: decode them from the request.
+fn decode_args(svc: &Service, m: &Method) -> TokenStream {
+    let (l_data, l_args) = (local("__data"), local("__args"));
     let k = &svc.krate;
-    let mut types: Vec<&Type> = Vec::new();
-    for m in &svc.methods {
-        types.extend(m.args.iter().map(|(_, t)| t));
-        match &m.ret {
-            Ret::Unit => {}
-            Ret::Plain(t) | Ret::Stream(t) => types.push(&**t),
-            Ret::Result(t, e) => {
-                types.push(&**t);
-                types.push(&**e);
+    match m.args.as_slice() {
+        [] => quote!(let _ = #l_data;),
+        [a] => {
+            let (id, t, dec) = (&a.ident, &a.ty, on_type(svc, &a.ty, "__decode"));
+            quote!(let #id: #t = #k::__private01::decode_arg(#l_data, #dec)?;)
+        }
+        many => {
+            let takes = many.iter().map(|a| {
+                let name = a.ident.unraw().to_string();
+                let (id, t, from) = (&a.ident, &a.ty, on_type(svc, &a.ty, "__from_value"));
+                if a.default {
+                    quote!(let #id: #t = #l_args.take_or_null(#name, #from)?;)
+                } else {
+                    quote!(let #id: #t = #l_args.take(#name, #from)?;)
+                }
+            });
+            quote! {
+                let mut #l_args = #k::__private01::JsonArgs::parse(&#l_data)?;
+                #(#takes)*
             }
         }
     }
-    let checks = types.into_iter().map(|t| {
-        quote_spanned! {t.span()=>
-            const _: () = #k::__private01::assert_proto_message::<#t>();
-        }
+}
+
+/// The authorization of one method: build its policies once, clone them
+/// into each call, check them before anything is decoded.
+fn authorization(svc: &Service, m: &Method) -> (TokenStream, TokenStream, TokenStream) {
+    let (l_ctx, l_pol) = (local("__ctx"), local("__policies"));
+    let k = &svc.krate;
+    let wire = &m.wire_name;
+    let mut policies = Vec::new();
+    if let Some(a) = &svc.access {
+        policies_of(k, a, &mut policies);
+    }
+    if let Some(a) = &m.access {
+        policies_of(k, a, &mut policies);
+    }
+    if policies.is_empty() {
+        (quote!(), quote!(), quote!())
+    } else {
+        (
+            quote! {
+                let #l_pol: ::std::sync::Arc<[#k::auth::Policy]> =
+                    ::std::sync::Arc::from([#(#policies),*]);
+            },
+            quote! {
+                let #l_pol = <::std::sync::Arc<[#k::auth::Policy]> as ::core::clone::Clone>::clone(&#l_pol);
+            },
+            quote! { #k::__private01::authorize(&#l_ctx, #wire, &#l_pol)?; },
+        )
+    }
+}
+
+/// A plain result type that is a `Result` alias would send its errors as a
+/// success: one error on the type, saying to write `Result<T, E>`.
+fn emit_type_checks(svc: &Service) -> TokenStream {
+    let k = &svc.krate;
+    let checks = svc.methods.iter().filter_map(|m| {
+        let Ret::Plain(t) = &m.ret else { return None };
+        let cfgs = &m.cfgs;
+        Some(quote_spanned! {t.span()=>
+            #(#cfgs)*
+            const _: () = {
+                #[allow(unused_imports)]
+                use #k::__private01::NotResult as _;
+                ::core::assert!(
+                    !#k::__private01::ResultProbe::<#t>::IS_RESULT,
+                    "this result type is a `Result` alias: write `Result<T, E>` in the trait, so that errors reach the client as `uds::CallError::App`",
+                );
+            };
+        })
     });
     quote!(#(#checks)*)
 }

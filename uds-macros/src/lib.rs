@@ -20,11 +20,7 @@ use proc_macro::TokenStream;
 #[proc_macro_attribute]
 pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
     let Ok(item) = syn::parse::<syn::ItemTrait>(input.clone()) else {
-        let err = syn::Error::new(
-            proc_macro2::Span::call_site(),
-            "`#[uds::service]` goes on a trait",
-        )
-        .to_compile_error();
+        let err = not_a_trait(input.clone()).to_compile_error();
         let mut out: TokenStream = err.into();
         out.extend(input);
         return out;
@@ -36,5 +32,33 @@ pub fn service(args: TokenStream, input: TokenStream) -> TokenStream {
             let errors = errors.to_compile_error();
             quote::quote!(#item #errors).into()
         }
+    }
+}
+
+/// The error for an item that is not a trait: on its keyword when it parses
+/// as an item, naming what it is.
+fn not_a_trait(input: TokenStream) -> syn::Error {
+    use quote::ToTokens;
+    let what = |kind: &str, span: &dyn ToTokens| {
+        syn::Error::new_spanned(
+            span,
+            format!(
+                "`#[uds::service]` goes on a trait, not on {kind}: declare the service as `pub trait Name {{ async fn method(&self, ...) -> T; }}`"
+            ),
+        )
+    };
+    match syn::parse::<syn::Item>(input) {
+        Ok(syn::Item::Struct(s)) => what("a struct", &s.struct_token),
+        Ok(syn::Item::Enum(e)) => what("an enum", &e.enum_token),
+        Ok(syn::Item::Impl(i)) => syn::Error::new_spanned(
+            i.impl_token,
+            "`#[uds::service]` goes on the trait, not on its impl: move the attribute to the trait declaration",
+        ),
+        Ok(syn::Item::Fn(f)) => what("a function", &f.sig.fn_token),
+        Ok(syn::Item::Mod(m)) => what("a module", &m.mod_token),
+        _ => syn::Error::new(
+            proc_macro2::Span::call_site(),
+            "`#[uds::service]` goes on a trait",
+        ),
     }
 }

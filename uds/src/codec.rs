@@ -181,6 +181,81 @@ impl Proto {
     }
 }
 
+/// A type that travels as JSON: every `serde::Serialize +
+/// serde::de::DeserializeOwned` type, and only those (a blanket impl; it
+/// cannot be implemented by hand).
+///
+/// `#[uds::service]` bounds each argument, result, error and stream item of
+/// a JSON service with it, so that a type that is not one is reported on
+/// the type, in the trait, with what to do.
+#[cfg(feature = "json")]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel as JSON: it does not implement `serde::Serialize` and `serde::Deserialize`",
+    label = "not a JSON type",
+    note = "derive `serde::Serialize` and `serde::Deserialize` for it, or use a serde type (`String`, `Vec<T>`, `Option<T>`, ...)"
+)]
+pub trait JsonType: Sized {
+    #[doc(hidden)]
+    fn __encode(&self) -> Result<Bytes, CodecError>;
+    #[doc(hidden)]
+    fn __decode(bytes: Bytes) -> Result<Self, CodecError>;
+    #[doc(hidden)]
+    fn __to_value(&self) -> Result<serde_json::Value, CodecError>;
+    #[doc(hidden)]
+    fn __from_value(value: serde_json::Value) -> Result<Self, CodecError>;
+}
+
+#[cfg(feature = "json")]
+#[diagnostic::do_not_recommend]
+impl<T: serde::Serialize + serde::de::DeserializeOwned> JsonType for T {
+    fn __encode(&self) -> Result<Bytes, CodecError> {
+        <Json as Encode<Self>>::encode(self)
+    }
+
+    fn __decode(bytes: Bytes) -> Result<Self, CodecError> {
+        <Json as Decode<Self>>::decode(bytes)
+    }
+
+    fn __to_value(&self) -> Result<serde_json::Value, CodecError> {
+        serde_json::to_value(self).map_err(CodecError::from)
+    }
+
+    fn __from_value(value: serde_json::Value) -> Result<Self, CodecError> {
+        serde_json::from_value(value).map_err(CodecError::from)
+    }
+}
+
+/// A type that travels as protobuf: every `prost::Message + Default` type
+/// (a blanket impl; it cannot be implemented by hand).
+///
+/// `#[uds::service(codec = "proto")]` bounds each argument, result, error
+/// and stream item with it, so that a type that is not one is reported on
+/// the type, in the trait, with what to do.
+#[cfg(feature = "proto")]
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot travel as protobuf: it is not a `prost::Message` with `Default`",
+    label = "not a protobuf message",
+    note = "derive `prost::Message` for it (and `Default`, which the derive provides), or use a prost-generated type"
+)]
+pub trait ProtoType: Sized {
+    #[doc(hidden)]
+    fn __encode(&self) -> Result<Bytes, CodecError>;
+    #[doc(hidden)]
+    fn __decode(bytes: Bytes) -> Result<Self, CodecError>;
+}
+
+#[cfg(feature = "proto")]
+#[diagnostic::do_not_recommend]
+impl<T: prost::Message + Default> ProtoType for T {
+    fn __encode(&self) -> Result<Bytes, CodecError> {
+        <Proto as Encode<Self>>::encode(self)
+    }
+
+    fn __decode(bytes: Bytes) -> Result<Self, CodecError> {
+        <Proto as Decode<Self>>::decode(bytes)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[cfg(feature = "json")]

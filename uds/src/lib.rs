@@ -77,7 +77,10 @@
 //! - An existing path is replaced only if it is a socket no server answers
 //!   on; a regular file, a directory, a symlink or a live server is an error.
 //! - The [`auth::Policy`] runs on the kernel credentials of each accepted
-//!   peer before anything is read; denied peers are closed and logged.
+//!   peer before anything is read; denied peers are closed and logged (an
+//!   RPC server first writes them one constant "permission denied" frame).
+//!   Methods of a `#[uds::service]` can require more: see its
+//!   authorization section.
 //! - The client checks the socket file (type, owner, group, mode) and then the
 //!   server's credentials on the connected socket, which cannot be swapped.
 //! - Linux abstract sockets have no file permissions: the policy is the only
@@ -182,34 +185,85 @@ pub use service::{CallError, ServerStream, Streaming};
 ///
 /// Methods are `async fn` taking `&self`, optionally `ctx: &uds::Context`
 /// first, then arguments by value, and returning `T`, `Result<T, E>` or
-/// `uds::ServerStream<T>` (or nothing). Each mistake is a compile error on
-/// the offending token, all reported in one pass.
+/// `uds::ServerStream<T>` (or nothing). The trait may have `Send`, `Sync`
+/// and `'static` as supertraits. Each mistake is one compile error on the
+/// offending token saying what to write instead, all reported in one pass;
+/// a type that cannot travel with the service's codec is reported on that
+/// type (through [`codec::JsonType`] / [`codec::ProtoType`]).
 ///
-/// - **Wire names** default to `/{Trait}/{method}`; `#[uds(name = "...")]`
-///   sets another.
-/// - **JSON** (default): no argument → empty data; one → its JSON; several →
-///   an object keyed by parameter name. The result is its JSON.
+/// - **Wire names** default to `/{Trait}/{method}` (a raw identifier without
+///   `r#`); `#[uds(name = "...")]` on a method sets another.
+/// - **JSON** (default): no argument → `null`; one → its JSON; several → an
+///   object keyed by parameter name, in which a missing key is bad data
+///   unless the parameter is `#[uds(default)] p: Option<T>` (then `None`).
+///   The result is its JSON; no result is `null`. See `PROTOCOL.md` §3.1
+///   for evolving a service without breaking older peers.
 /// - **Proto** (`codec = "proto"`): at most one `prost::Message` argument and
 ///   a `prost::Message` result.
 /// - **`Result<T, E>`**: `Err(e)` reaches the client as
 ///   [`CallError::App(e)`](CallError), apart from transport errors
-///   ([`CallError::Rpc`]).
+///   ([`CallError::Rpc`]). Write `Result<T, E>` itself: a `Result` alias as
+///   the result type is a compile error (its errors would arrive as a
+///   success), and `E` must travel with the codec (not `io::Error` or
+///   `Box<dyn Error>`: use your own error type, or `String`).
 /// - **`ServerStream<T>`**: the client gets a [`Streaming<T>`]; a slow
 ///   client slows the producer; dropping the stream stops it; the call's
 ///   deadline bounds the whole stream.
-/// - `crate = "path"` names the uds crate when it is renamed in
-///   `Cargo.toml`.
+/// - **`crate = "path"`** names the uds crate when it is renamed in
+///   `Cargo.toml`. The codec's cargo feature (`json`, `proto`) must be on.
+/// - **`#[cfg(...)]`** on a method removes it from everything generated;
+///   **`#[deprecated]`** carries to the client's method, and the generated
+///   code itself never warns.
+///
+/// # Authorization
+///
+/// Declarative and fail-closed, on the caller's kernel credentials, checked
+/// before the arguments are decoded:
+///
+/// - `#[uds::service(allow = "same_user")]` or `#[uds::service(allow(uid =
+///   1000, gid = [4242, 4243], same_user))]` on the trait: every method
+///   requires it. A peer matches if it is any of the listed identities
+///   (`gid` matches the primary group and, where the kernel reports them,
+///   supplementary groups).
+/// - `#[uds(allow(...))]` on a method **narrows** it: the call must pass the
+///   trait's rule *and* the method's (a method cannot loosen the trait).
+/// - `policy = my_policy` (on the trait or a method, beside or instead of
+///   `allow`) names a `fn(&uds::Cred) -> bool`; it must return `true` too. A
+///   policy that panics denies.
+///
+/// A denied call never runs: the client gets
+/// [`rpc::RpcError::PermissionDenied`] (a Go client: a server error with
+/// the text `uds: permission denied`), and the server logs a rate-limited
+/// warning. The server's [`auth::Policy`] still decides who may connect at
+/// all; a peer it denies is told "permission denied" too.
 ///
 /// # What it generates
 ///
 /// - The trait, with each method returning `impl Future + Send` (implement
 ///   it with `async fn` as usual).
-/// - `{Trait}Client`: `Clone`; built with `new(rpc::Client)`,
-///   `from_conn(net::Conn)` or `connect(path)` (with the client's socket
-///   checks); one async method per trait method, minus the context.
-/// - `{Trait}Server<T>`: `new(imp)`, `register(ServerBuilder)` to add the
-///   methods to a server with others, `build()` for a server of its own,
-///   `METHODS` with the wire names.
+/// - `{Trait}Client`: `Clone` (clones share the connection) and `Debug`;
+///   built with `new(rpc::Client)`, `from_conn(net::Conn)` or
+///   `connect(path)` (with the client's socket checks); one async method per
+///   trait method, minus the context; `rpc()` for the underlying
+///   [`rpc::Client`]. It implements [`plugin::PluginClient`].
+/// - **Per-call options**: `client.with_timeout(d)` and
+///   `client.with_options(rpc::CallOptions)` take `&self` and return a cheap
+///   clone (an `Arc` clone) whose calls use them, so a deadline is set at
+///   the call site — `client.with_timeout(Duration::from_millis(50)).add(2,
+///   3).await` — without touching `client`; `options()` shows the current
+///   ones.
+/// - `{Trait}Server<T>`: `new(imp)`, `from_arc(Arc<T>)`,
+///   `register(ServerBuilder)` to add the methods to a server with others,
+///   `build()` for a server of its own, `METHODS` with the wire names. It
+///   implements [`plugin::PluginService`].
+///
+/// `#[uds(...)]` goes on the trait's methods and their arguments, where the
+/// macro reads it; in the `impl` it is not needed (rustc would say "`uds` is
+/// a crate, not an attribute").
+///
+/// Method names the client uses itself (`new`, `connect`, `clone`,
+/// `with_timeout`, ...) and names starting with `__` are reserved: rename
+/// the method and keep its wire name with `#[uds(name = "...")]`.
 pub use uds_macros::service;
 
 // The module's version (01 for uds 0.1) is part of its name: see the file.

@@ -121,7 +121,7 @@ impl<T> Stream for ServerStream<T> {
 pub struct Streaming<T, E = RpcError> {
     source: Source,
     decode: fn(Bytes) -> Result<T, CodecError>,
-    map_err: fn(RpcError) -> E,
+    map_err: Box<dyn Fn(RpcError) -> E + Send + Sync>,
     /// On a bidirectional call's client: the task sending the caller's
     /// items, stopped with the stream.
     pump: Option<AbortOnDrop>,
@@ -169,7 +169,7 @@ impl<T> Streaming<T> {
         Streaming {
             source: Source::Reply(inner),
             decode,
-            map_err: std::convert::identity,
+            map_err: Box::new(std::convert::identity),
             pump: None,
         }
     }
@@ -179,7 +179,7 @@ impl<T> Streaming<T> {
         Streaming {
             source: Source::Items(items),
             decode,
-            map_err: std::convert::identity,
+            map_err: Box::new(std::convert::identity),
             pump: None,
         }
     }
@@ -187,11 +187,14 @@ impl<T> Streaming<T> {
 
 impl<T, E> Streaming<T, E> {
     /// The same stream with its errors mapped by `map_err`.
-    pub(crate) fn map_errors<E2>(self, map_err: fn(RpcError) -> E2) -> Streaming<T, E2> {
+    pub(crate) fn map_errors<E2>(
+        self,
+        map_err: impl Fn(RpcError) -> E2 + Send + Sync + 'static,
+    ) -> Streaming<T, E2> {
         Streaming {
             source: self.source,
             decode: self.decode,
-            map_err,
+            map_err: Box::new(map_err),
             pump: self.pump,
         }
     }
@@ -217,14 +220,14 @@ impl<T, E> Streaming<T, E> {
             Source::Reply(s) => std::task::ready!(Pin::new(s).poll_next(cx)),
             Source::Items(s) => std::task::ready!(Pin::new(s).poll_next(cx)).map(Ok),
         };
-        let (decode, map_err) = (self.decode, self.map_err);
+        let decode = self.decode;
         Poll::Ready(raw.map(|r| {
             r.and_then(|bytes| {
                 decode(bytes).map_err(|e| RpcError::Codec {
                     message: format!("decoding a stream item: {e}"),
                 })
             })
-            .map_err(map_err)
+            .map_err(&self.map_err)
         }))
     }
 }

@@ -121,6 +121,7 @@ impl ListenerBuilder {
                     display: path,
                     _socket_file: Some(file),
                     stats,
+                    denial_notice: None,
                 })
             }
             Addr::Abstract(name) => {
@@ -136,9 +137,18 @@ impl ListenerBuilder {
                     display,
                     _socket_file: None,
                     stats,
+                    denial_notice: None,
                 })
             }
         }
+    }
+}
+
+/// Writes `notice` to a denied peer without waiting, then closes it.
+fn send_notice(stream: tokio::net::UnixStream, notice: &[u8]) {
+    // Out of the reactor: a plain non-blocking write, no readiness needed.
+    if let Ok(mut std) = stream.into_std() {
+        let _ = std::io::Write::write(&mut std, notice);
     }
 }
 
@@ -222,6 +232,9 @@ pub struct Listener {
     /// The socket file, removed when the listener is dropped.
     _socket_file: Option<SocketFile>,
     stats: Arc<Counters>,
+    /// Bytes written, best effort, to a denied peer before it is closed
+    /// (set by the RPC server: one error frame saying "permission denied").
+    denial_notice: Option<&'static [u8]>,
 }
 
 impl Listener {
@@ -266,7 +279,8 @@ impl Listener {
     ///
     /// Peers the policy denies are closed before anything is read from them,
     /// logged at `warn`, counted in [`ListenerStats::denied`], and never
-    /// returned. Errors that concern one connection are skipped; running out
+    /// returned. (Served by an `rpc::Server`, the listener first writes them
+    /// one constant frame saying "permission denied", without waiting.) Errors that concern one connection are skipped; running out
     /// of descriptors or memory (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`) is
     /// logged and retried with a back-off from 5 ms up to 1 s, so the server
     /// resumes once resources free up. Only an error that leaves the listener
@@ -298,7 +312,9 @@ impl Listener {
                     if let Err(denied) = self.policy.check(&peer) {
                         self.stats.denied.fetch_add(1, Ordering::Relaxed);
                         self.stats.log_denial(&self.display, &peer, &denied.reason);
-                        drop(stream);
+                        if let Some(notice) = self.denial_notice {
+                            send_notice(stream, notice);
+                        }
                         continue;
                     }
                     self.stats.accepted.fetch_add(1, Ordering::Relaxed);
@@ -315,6 +331,14 @@ impl Listener {
                 Err(err) => return Err(NetError::io("accept on", &self.display, err)),
             }
         }
+    }
+
+    /// Makes [`accept`](Self::accept) write `notice` to each denied peer
+    /// before closing it: one non-blocking write into the new socket's empty
+    /// buffer, never waited on, whose failure is ignored. The notice is a
+    /// constant, so it tells the peer nothing but that it was denied.
+    pub(crate) fn set_denial_notice(&mut self, notice: &'static [u8]) {
+        self.denial_notice = Some(notice);
     }
 
     /// What the listener has accepted and denied so far.

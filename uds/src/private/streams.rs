@@ -1,26 +1,25 @@
 //! What generated code needs for the streaming kinds: driving a caller's
-//! `Stream` into a call, and typing the streams both ways.
+//! `Stream` into a call, and typing the streams both ways. As the rest of
+//! `__private01`, codecs come in as the `fn`s of `JsonType`/`ProtoType`.
 
 use bytes::Bytes;
 use futures_core::Stream;
 use futures_util::StreamExt;
 
-use super::{app_error, decode_reply, encode_result};
-use crate::codec::{Decode, Encode};
-use crate::rpc::{CallOptions, Client, HandlerError, RpcError, RpcItems, RpcSender};
+use super::{DecodeFn, EncodeFn, app_error, decode_reply, encoded_result};
+use crate::rpc::{CallOptions, Client, HandlerError, RpcError, RpcItems, RpcSender, RpcStream};
 use crate::service::{AbortOnDrop, CallError, ServerStream, Streaming};
 
 /// Sends each item of `items`, then the end; stops early once the call has
 /// ended. An item that cannot be encoded or sent ends the whole call with
 /// that error.
-async fn pump_items<C, T, S>(mut tx: RpcSender, items: S)
+async fn pump_items<T, S>(mut tx: RpcSender, items: S, encode: EncodeFn<T>)
 where
-    C: Encode<T>,
     S: Stream<Item = T>,
 {
     let mut items = std::pin::pin!(items);
     while let Some(item) = items.next().await {
-        let bytes = match C::encode(&item) {
+        let bytes = match encode(&item) {
             Ok(bytes) => bytes,
             Err(e) => {
                 let message = format!("encoding a stream item: {e}");
@@ -47,19 +46,19 @@ where
 /// # Errors
 ///
 /// The call's.
-pub async fn client_stream_call<C, T, S>(
+pub async fn client_stream_call<T, S>(
     client: &Client,
     method: &str,
     data: Bytes,
     opts: CallOptions,
     items: S,
+    encode: EncodeFn<T>,
 ) -> Result<Bytes, RpcError>
 where
-    C: Encode<T>,
     S: Stream<Item = T>,
 {
     let (tx, mut reply) = client.call_client_stream(method, data, opts).await?;
-    let pump = pump_items::<C, T, S>(tx, items);
+    let pump = pump_items(tx, items, encode);
     tokio::pin!(pump);
     tokio::select! {
         biased;
@@ -74,57 +73,57 @@ where
 /// # Errors
 ///
 /// As [`Client::call_bidi`].
-pub async fn bidi_call<C, T, U, S>(
+pub async fn bidi_call<T, U, S>(
     client: &Client,
     method: &str,
     data: Bytes,
     opts: CallOptions,
     items: S,
+    encode: EncodeFn<T>,
+    decode: DecodeFn<U>,
 ) -> Result<Streaming<U>, RpcError>
 where
-    C: Encode<T> + Decode<U> + 'static,
     T: Send + 'static,
     S: Stream<Item = T> + Send + 'static,
 {
     let (tx, rx) = client.call_bidi(method, data, opts).await?;
-    let pump = tokio::spawn(pump_items::<C, T, S>(tx, items));
-    Ok(Streaming::new(rx, C::decode).with_pump(AbortOnDrop(pump.abort_handle())))
+    let pump = tokio::spawn(pump_items(tx, items, encode));
+    Ok(Streaming::new(rx, decode).with_pump(AbortOnDrop(pump.abort_handle())))
 }
 
 /// A client's items, typed, for the handler.
-pub fn server_items<C: Decode<T>, T>(items: RpcItems) -> Streaming<T> {
-    Streaming::from_items(items, C::decode)
+pub fn server_items<T>(items: RpcItems, decode: DecodeFn<T>) -> Streaming<T> {
+    Streaming::from_items(items, decode)
 }
 
 /// Encodes each item of a fallible server stream; an `Err` item ends the
 /// stream with that application error.
-pub fn encode_fallible_stream<C, T, E>(
+pub fn encode_fallible_stream<T, E>(
     s: ServerStream<Result<T, E>>,
+    ok: EncodeFn<T>,
+    err: EncodeFn<E>,
 ) -> impl Stream<Item = Result<Bytes, HandlerError>> + Send + 'static
 where
-    C: Encode<T> + Encode<E> + 'static,
     T: Send + 'static,
     E: Send + 'static,
 {
-    s.map(|item| match item {
-        Ok(v) => encode_result::<C, T>(&v),
-        Err(e) => Err(app_error::<C, E>(&e)),
+    s.map(move |item| match item {
+        Ok(v) => encoded_result(ok(&v)),
+        Err(e) => Err(app_error(err(&e))),
     })
 }
 
 /// The client's side of a fallible server stream: an application error
 /// ending it is `CallError::App`.
-pub fn client_fallible_stream<C: Decode<T> + Decode<E>, T, E>(
-    s: crate::rpc::RpcStream,
+pub fn client_fallible_stream<T, E: 'static>(
+    s: RpcStream,
+    ok: DecodeFn<T>,
+    err: DecodeFn<E>,
 ) -> Streaming<T, CallError<E>> {
-    Streaming::new(s, <C as Decode<T>>::decode).map_errors(app_or_rpc::<C, E>)
-}
-
-fn app_or_rpc<C: Decode<E>, E>(e: RpcError) -> CallError<E> {
-    match e {
+    Streaming::new(s, ok).map_errors(move |e| match e {
         RpcError::Application { data, .. } => {
-            decode_reply::<C, E>(data).map_or_else(CallError::Rpc, CallError::App)
+            decode_reply(data, err).map_or_else(CallError::Rpc, CallError::App)
         }
         e => CallError::Rpc(e),
-    }
+    })
 }

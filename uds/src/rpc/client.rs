@@ -987,6 +987,9 @@ async fn read_replies(
     cancels: bool,
     cause: Option<CloseCause>,
 ) {
+    // A uds server's last frame may say why it closes (id 0, code 4 with a
+    // `reason`): it denied this client, or it is shutting down.
+    let mut notice: Option<RpcError> = None;
     let err = loop {
         let body = match reader.read_frame().await {
             Ok(Some(body)) => body,
@@ -1009,11 +1012,27 @@ async fn read_replies(
                 };
             }
         };
+        if env.id == 0 && env.err_type == super::ErrorCode::Server.as_u32() && env.reason != 0 {
+            let e = RpcError::from_wire(env.err_type, env.reason, env.err_text());
+            if matches!(
+                e,
+                RpcError::PermissionDenied { .. } | RpcError::ShuttingDown { .. }
+            ) {
+                tracing::debug!(%e, "the server says why it closes the connection");
+                notice = Some(e);
+                continue;
+            }
+        }
         if let Some(refused) = deliver(&calls, env)
             && cancels
         {
             send_cancel(&outbox, refused);
         }
+    };
+    // The server said why before the connection closed.
+    let err = match (err, notice) {
+        (RpcError::ConnectionClosed { .. }, Some(notice)) => notice,
+        (err, _) => err,
     };
     // A watched peer (a plugin process) may say why it went: its exit.
     let err = match (err, cause) {
@@ -1168,7 +1187,7 @@ fn reply_error(env: Envelope) -> RpcError {
             data: env.data,
         }
     } else {
-        RpcError::from_wire(env.err_type, message)
+        RpcError::from_wire(env.err_type, env.reason, message)
     }
 }
 

@@ -35,6 +35,10 @@ pub mod field {
     /// `uint32 credit = 20` (uds extension): stream items the client is
     /// ready for (in a request: the initial window; alone: a grant).
     pub const CREDIT: u32 = 20;
+    /// `uint32 reason = 21` (uds extension): on an `err_type` 4 reply, why
+    /// the call was refused: 1 permission denied, 2 server shutting down.
+    /// Go peers ignore it and keep the code and text.
+    pub const REASON: u32 = 21;
     /// `bool client_stream = 22` (uds extension): in a request, items of a
     /// client stream follow under the call's id.
     pub const CLIENT_STREAM: u32 = 22;
@@ -79,6 +83,9 @@ pub struct Envelope {
     pub stream_end: bool,
     /// Stream flow-control credit (field 20).
     pub credit: u32,
+    /// Why an `err_type` 4 reply refused the call (field 21): 0 none, 1
+    /// permission denied, 2 shutting down.
+    pub reason: u32,
     /// The request opens a client stream (field 22).
     pub client_stream: bool,
     /// Keep-alive interval asked for, in milliseconds (field 23).
@@ -182,6 +189,10 @@ impl Envelope {
                     expect(WIRE_VARINT)?;
                     env.stream_end = r.varint()? != 0;
                 }
+                field::REASON => {
+                    expect(WIRE_VARINT)?;
+                    env.reason = r.varint()? as u32;
+                }
                 field::CREDIT => {
                     expect(WIRE_VARINT)?;
                     env.credit = r.varint()? as u32;
@@ -237,6 +248,7 @@ impl Envelope {
             stream_item: self.stream_item,
             stream_end: self.stream_end,
             credit: self.credit,
+            reason: self.reason,
             client_stream: self.client_stream,
             keepalive_ms: self.keepalive_ms,
             keepalive: self.keepalive,
@@ -259,6 +271,7 @@ pub(crate) struct EnvelopeRef<'a> {
     pub(crate) stream_item: bool,
     pub(crate) stream_end: bool,
     pub(crate) credit: u32,
+    pub(crate) reason: u32,
     pub(crate) client_stream: bool,
     pub(crate) keepalive_ms: u32,
     pub(crate) keepalive: bool,
@@ -299,6 +312,9 @@ impl EnvelopeRef<'_> {
             + 3 * usize::from(self.stream_end);
         if self.credit != 0 {
             n += 2 + varint_len(u64::from(self.credit));
+        }
+        if self.reason != 0 {
+            n += 2 + varint_len(u64::from(self.reason));
         }
         n += 3 * usize::from(self.client_stream) + 3 * usize::from(self.keepalive);
         if self.keepalive_ms != 0 {
@@ -357,6 +373,10 @@ impl EnvelopeRef<'_> {
         if self.credit != 0 {
             put_key(dst, field::CREDIT, WIRE_VARINT);
             put_varint(dst, u64::from(self.credit));
+        }
+        if self.reason != 0 {
+            put_key(dst, field::REASON, WIRE_VARINT);
+            put_varint(dst, u64::from(self.reason));
         }
         if self.client_stream {
             put_key(dst, field::CLIENT_STREAM, WIRE_VARINT);
@@ -489,6 +509,7 @@ mod tests {
             stream_item: true,
             stream_end: true,
             credit: 300,
+            reason: 2,
             client_stream: true,
             keepalive_ms: 20_000,
             keepalive: true,

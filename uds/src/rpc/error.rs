@@ -186,6 +186,30 @@ pub enum RpcError {
         /// Why, in words.
         reason: String,
     },
+    /// The server refused the call: the method's authorization
+    /// (`#[uds(allow(...))]`, `#[uds(policy = ...)]`) does not let this
+    /// process's credentials in, or the server's accept policy refused the
+    /// connection. The call did not run. On the wire: `err_type` 4 with
+    /// `reason` 1 (field 21); a Go client sees a server error with the text
+    /// `uds: permission denied`.
+    #[error(
+        "permission denied: {message} (the server does not allow this process's user or groups to make this call; run as an allowed user or change the server's policy)"
+    )]
+    PermissionDenied {
+        /// The server's text.
+        message: String,
+    },
+    /// The server is shutting down and did not run the call: retry it on
+    /// another server, or once this one is back. On the wire: `err_type` 4
+    /// with `reason` 2 (field 21); a Go client sees a server error with the
+    /// text `uds: server shutting down`.
+    #[error(
+        "server shutting down: {message} (the call did not run; retry once the server is back)"
+    )]
+    ShuttingDown {
+        /// The server's text.
+        message: String,
+    },
 }
 
 /// Why a [`ServerBuilder`](super::ServerBuilder) could not build its
@@ -215,12 +239,15 @@ pub enum BuildError {
 }
 
 impl RpcError {
-    /// Whether retrying the same call may succeed: a deadline error, or a
-    /// stream that went idle.
+    /// Whether retrying the same call may succeed: a deadline error, a
+    /// stream that went idle, or a server that was shutting down (the call
+    /// did not run).
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            RpcError::DeadlineExceeded { .. } | RpcError::StreamIdle { .. }
+            RpcError::DeadlineExceeded { .. }
+                | RpcError::StreamIdle { .. }
+                | RpcError::ShuttingDown { .. }
         )
     }
 
@@ -230,17 +257,23 @@ impl RpcError {
             RpcError::MethodNotFound { .. } => Some(ErrorCode::MethodNotFound),
             RpcError::DeadlineExceeded { .. } => Some(ErrorCode::DeadlineExceeded),
             RpcError::BadData { .. } => Some(ErrorCode::BadData),
-            RpcError::Server { .. } | RpcError::Application { .. } => Some(ErrorCode::Server),
+            RpcError::Server { .. }
+            | RpcError::Application { .. }
+            | RpcError::PermissionDenied { .. }
+            | RpcError::ShuttingDown { .. } => Some(ErrorCode::Server),
             _ => None,
         }
     }
 
-    /// Maps a reply's `err_type` and text to an error.
-    pub(crate) fn from_wire(code: u32, message: String) -> Self {
+    /// Maps a reply's `err_type`, `reason` (field 21) and text to an error.
+    /// A reason this client does not know leaves the code's meaning.
+    pub(crate) fn from_wire(code: u32, reason: u32, message: String) -> Self {
         match code {
             1 => RpcError::MethodNotFound { message },
             2 => RpcError::DeadlineExceeded { message },
             3 => RpcError::BadData { message },
+            4 if reason == REASON_PERMISSION_DENIED => RpcError::PermissionDenied { message },
+            4 if reason == REASON_SHUTTING_DOWN => RpcError::ShuttingDown { message },
             4 => RpcError::Server { message },
             code => RpcError::Unknown { code, message },
         }
@@ -263,6 +296,17 @@ impl RpcError {
     }
 }
 
+/// `reason` 1 (envelope field 21) on an `err_type` 4 reply: the call was
+/// refused by an authorization rule.
+pub(crate) const REASON_PERMISSION_DENIED: u32 = 1;
+/// `reason` 2 (envelope field 21) on an `err_type` 4 reply: the server is
+/// shutting down and did not run the call.
+pub(crate) const REASON_SHUTTING_DOWN: u32 = 2;
+/// The stable text of a denied call (Go peers see it).
+pub(crate) const TEXT_PERMISSION_DENIED: &str = "uds: permission denied";
+/// The stable text of a call refused while shutting down (Go peers see it).
+pub(crate) const TEXT_SHUTTING_DOWN: &str = "uds: server shutting down";
+
 /// An error a handler returns; becomes the reply's `err_type` and `err`.
 ///
 /// Any `Display` error converts into one with `?` (as a server error, code
@@ -274,6 +318,8 @@ pub struct HandlerError {
     pub(crate) code: ErrorCode,
     pub(crate) message: String,
     pub(crate) app: Option<bytes::Bytes>,
+    /// Envelope field 21 (0: none).
+    pub(crate) reason: u32,
 }
 
 impl HandlerError {
@@ -287,6 +333,31 @@ impl HandlerError {
             code,
             message: message.into(),
             app: None,
+            reason: 0,
+        }
+    }
+
+    /// The call is refused: the caller is not allowed to make it. The
+    /// client gets [`RpcError::PermissionDenied`] (a Go client, a server
+    /// error with the text `uds: permission denied`). What generated
+    /// servers return for a method's `#[uds(allow(...))]`; a hand-written
+    /// handler may return it too.
+    pub fn permission_denied() -> Self {
+        HandlerError {
+            code: ErrorCode::Server,
+            message: TEXT_PERMISSION_DENIED.to_owned(),
+            app: None,
+            reason: REASON_PERMISSION_DENIED,
+        }
+    }
+
+    /// The server is shutting down and did not run the call.
+    pub(crate) fn shutting_down() -> Self {
+        HandlerError {
+            code: ErrorCode::Server,
+            message: TEXT_SHUTTING_DOWN.to_owned(),
+            app: None,
+            reason: REASON_SHUTTING_DOWN,
         }
     }
 
@@ -299,6 +370,7 @@ impl HandlerError {
             code: ErrorCode::Server,
             message: message.into(),
             app: Some(data),
+            reason: 0,
         }
     }
 

@@ -66,4 +66,6 @@ pub mod __wire {
     pub use super::envelope::{Envelope, EnvelopeError, field};
 }
 pub use error::{BuildError, ErrorCode, HandlerError, RpcError, SharedError};
-pub use server::{Context, RpcItems, ServedConnection, Server, ServerBuilder, ShutdownReport};
+pub use server::{
+    Context, FromContext, RpcItems, ServedConnection, Server, ServerBuilder, ShutdownReport,
+};

@@ -91,6 +91,7 @@ impl ConnState {
             err: msg.as_bytes(),
             app_error: app.is_some(),
             stream_end,
+            reason: e.reason,
             ..EnvelopeRef::default()
         };
         self.outbox.push(&env, app).await

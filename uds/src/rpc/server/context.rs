@@ -55,3 +55,23 @@ impl Context {
         self.call.cancellation()
     }
 }
+
+/// The type of a `#[uds::service]` method's context argument:
+/// implemented only for `&Context`, so that a context argument of another
+/// type is reported on that type. Generated code uses it; there is no need
+/// to name it.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not the call context: the context argument is `&uds::Context`",
+    label = "expected `&uds::Context`",
+    note = "write `ctx: &uds::Context` right after `&self`; data arguments are taken by value"
+)]
+pub trait FromContext<'a> {
+    /// The context, as the handler takes it.
+    fn from_context(ctx: &'a Context) -> Self;
+}
+
+impl<'a> FromContext<'a> for &'a Context {
+    fn from_context(ctx: &'a Context) -> Self {
+        ctx
+    }
+}

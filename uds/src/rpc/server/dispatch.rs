@@ -103,6 +103,38 @@ impl Session {
         self.state.reply(env.id, Err(e)).await;
     }
 
+    /// Handles a request frame on a connection of a server that is shutting
+    /// down: a new call is refused with "shutting down" (it does not run);
+    /// cancellations, stream credit and client-stream items still reach the
+    /// calls in flight.
+    pub(super) async fn refuse_frame(&self, parked: &mut ParkedQueue, body: Bytes) {
+        let Ok(env) = Envelope::decode(&body) else {
+            return;
+        };
+        if env.cancel {
+            self.state.calls.cancel(env.id);
+        } else if env.method.is_empty() && (env.stream_item || env.stream_end) && env.id != 0 {
+            self.client_item(parked, env).await;
+        } else if env.keepalive && env.method.is_empty() {
+            // Alive: nothing to do.
+        } else if env.credit > 0 && env.method.is_empty() {
+            self.state.calls.grant(env.id, env.credit);
+        } else if env.id != 0 {
+            self.state
+                .reply(env.id, Err(HandlerError::shutting_down()))
+                .await;
+        }
+    }
+
+    /// Fails the calls still waiting for the client's items, which can no
+    /// longer come (the connection is not read any more), with `why`.
+    pub(super) async fn fail_unreadable_items(&self, why: &'static str) {
+        let unfinished = self.state.calls.cancel_taking_items();
+        for id in unfinished {
+            self.state.reply(id, Err(HandlerError::server(why))).await;
+        }
+    }
+
     /// A cancellation from the client: stops the call if it runs, drops it
     /// if it waits; nothing if it is unknown (over already, or never was).
     fn cancel(&self, parked: &mut ParkedQueue, id: u32) {

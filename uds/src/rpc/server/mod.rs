@@ -37,7 +37,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 pub use builder::ServerBuilder;
-pub use context::Context;
+pub use context::{Context, FromContext};
 pub use items::RpcItems;
 use shared::Shared;
 
@@ -162,7 +162,10 @@ impl Server {
     /// # Panics
     ///
     /// Outside a tokio runtime (as `tokio::spawn` does).
-    pub fn serve(&self, listener: Listener) {
+    pub fn serve(&self, mut listener: Listener) {
+        // A peer the listener's policy denies reads one frame saying so
+        // before the close: its calls fail with `PermissionDenied`.
+        listener.set_denial_notice(denied_notice());
         let shared = self.shared().clone();
         // The accept loop owns a handle: dropping every other one must not
         // silently stop a server that was asked to serve.
@@ -231,5 +234,39 @@ impl Server {
             graceful,
             aborted_calls: shared.aborted.load(Ordering::Relaxed),
         }
+    }
+}
+
+/// The frame a denied peer reads before the server closes it: id 0,
+/// `err_type` 4, `reason` 1, the stable text. Constant: it tells the peer
+/// nothing but that it was denied.
+fn denied_notice() -> &'static [u8] {
+    static NOTICE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    NOTICE.get_or_init(|| {
+        let e = crate::rpc::HandlerError::permission_denied();
+        let env = crate::rpc::envelope::EnvelopeRef {
+            err_type: e.code.as_u32(),
+            err: e.message.as_bytes(),
+            reason: e.reason,
+            ..Default::default()
+        };
+        let mut body = Vec::with_capacity(env.encoded_len());
+        env.encode(&mut body);
+        let mut hdr = [0u8; crate::frame::MAX_HEADER_LEN];
+        let n = crate::frame::encode_header(body.len(), &mut hdr);
+        let mut frame = hdr[..n].to_vec();
+        frame.extend_from_slice(&body);
+        frame
+    })
+}
+
+#[cfg(test)]
+mod notice_tests {
+    #[test]
+    fn the_denied_notice_is_one_go_compatible_error_frame() {
+        let mut want = vec![0x3a, 0x28, 0x04, 0x32, 0x16];
+        want.extend_from_slice(b"uds: permission denied");
+        want.extend_from_slice(&[0xa8, 0x01, 0x01]);
+        assert_eq!(super::denied_notice(), &want[..]);
     }
 }

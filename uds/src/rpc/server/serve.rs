@@ -84,7 +84,7 @@ pub(super) async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
         hold,
     };
     let end = read_loop(&session, &mut reader, &mut parked).await;
-    drain(&session, &reader, writer, &mut parked, end).await;
+    drain(&session, &mut reader, writer, &mut parked, end).await;
     // The peer's quotas count this connection until here.
     drop(parked);
     drop(session);
@@ -169,7 +169,7 @@ async fn read_loop(s: &Session, reader: &mut Reader, parked: &mut ParkedQueue) -
 /// (until a hard stop), and lets the writer flush.
 async fn drain<T>(
     s: &Session,
-    reader: &Reader,
+    reader: &mut Reader,
     mut writer: JoinHandle<T>,
     parked: &mut ParkedQueue,
     end: ReadEnd,
@@ -179,22 +179,15 @@ async fn drain<T>(
     // Requests that never got a slot are answered, with their ids.
     if !broken {
         while let Some(call) = parked.pop() {
-            let e = HandlerError::server("the server is shutting down; the call did not start");
-            state.reply(call.env.id, Err(e)).await;
+            state
+                .reply(call.env.id, Err(HandlerError::shutting_down()))
+                .await;
         }
     }
-    // Calls still taking the client's items can never have them now.
-    let unfinished = state.calls.cancel_taking_items();
-    if !broken {
-        let why = match end {
-            ReadEnd::Stopped => {
-                "the server is shutting down; the call's items could not be read to their end"
-            }
-            _ => "the client stopped sending before the end of the call's items",
-        };
-        for id in unfinished {
-            state.reply(id, Err(HandlerError::server(why))).await;
-        }
+    // Calls still taking the client's items can never have them now (a
+    // stopping server goes on reading, so its client streams can finish).
+    if end != ReadEnd::Stopped {
+        s.fail_unreadable_items(CLIENT_STOPPED).await;
     }
     // A broken connection, or a peer that closed both directions (not just
     // its writing side): nobody will read replies, so stop the calls now.
@@ -202,14 +195,31 @@ async fn drain<T>(
         state.outbox.break_with("the connection ended");
         state.calls.cancel_all();
     }
-    tokio::select! {
-        () = state.calls.wait_drained() => {}
-        () = state.outbox.broken() => {
-            state.calls.cancel_all();
+    let wait = async {
+        tokio::select! {
+            () = state.calls.wait_drained() => true,
+            () = state.outbox.broken() => {
+                state.calls.cancel_all();
+                false
+            }
+            () = shared.hard_stop.cancelled() => {
+                shared.aborted.fetch_add(state.calls.cancel_all(), Ordering::Relaxed);
+                false
+            }
         }
-        () = shared.hard_stop.cancelled() => {
-            shared.aborted.fetch_add(state.calls.cancel_all(), Ordering::Relaxed);
-        }
+    };
+    let drained = if end == ReadEnd::Stopped {
+        refuse_while(s, reader, parked, wait).await
+    } else {
+        wait.await
+    };
+    // Shutting down, every call answered: the connection's last frame says
+    // so (id 0, `reason` 2), so that a call the client sends as it closes
+    // fails at once with `ShuttingDown` (it did not run), not with a bare
+    // "connection closed". Not after a hard stop: calls cut short then may
+    // have run in part.
+    if end == ReadEnd::Stopped && drained {
+        state.reply(0, Err(HandlerError::shutting_down())).await;
     }
     state.outbox.finish();
     tokio::select! {
@@ -217,6 +227,38 @@ async fn drain<T>(
         () = shared.hard_stop.cancelled() => writer.abort(),
     }
 }
+
+/// While the calls of a stopping server's connection finish (`wait`), keeps
+/// reading its requests and answers each new call at once with "shutting
+/// down" (code 4, `reason` 2: it did not run); cancellations and stream
+/// credit still reach the calls in flight. Returns what `wait` returned.
+async fn refuse_while(
+    s: &Session,
+    reader: &mut Reader,
+    parked: &mut ParkedQueue,
+    wait: impl Future<Output = bool>,
+) -> bool {
+    tokio::pin!(wait);
+    loop {
+        tokio::select! {
+            biased;
+            drained = &mut wait => return drained,
+            frame = reader.read_frame() => {
+                if let Ok(Some(body)) = frame {
+                    s.refuse_frame(parked, body).await;
+                } else {
+                    // The peer is gone or broke the framing: just finish.
+                    s.fail_unreadable_items(CLIENT_STOPPED).await;
+                    return wait.await;
+                }
+            }
+        }
+    }
+}
+
+/// What a call still taking items is told when its client's items can no
+/// longer come.
+const CLIENT_STOPPED: &str = "the client stopped sending before the end of the call's items";
 
 /// The body of a frame read, or how the reading ended (logged, at most once
 /// a second per kind).

@@ -1,0 +1,8 @@
+// `#[uds::service]` applied twice.
+#[uds::service]
+#[uds::service]
+pub trait Svc {
+    async fn get(&self) -> u32;
+}
+
+fn main() {}
