@@ -1,7 +1,7 @@
-// The server returns `ServerStream<T>`; `ClientStream<T>` is the client's.
+// A handler returns `ServerStream<T>`; `Streaming<T>` is what the client gets.
 #[uds::service]
 pub trait Svc {
-    async fn ticks(&self) -> uds::ClientStream<u64>;
+    async fn ticks(&self) -> uds::Streaming<u64>;
 }
 
 fn main() {}

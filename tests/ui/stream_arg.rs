@@ -1,4 +1,4 @@
-// Streams are not arguments (yet): the error says where a stream goes.
+// `ServerStream` is a result; a client stream is taken as `Streaming<T>`, last.
 #[uds::service]
 pub trait Svc {
     async fn put(&self, items: uds::ServerStream<u64>) -> u64;

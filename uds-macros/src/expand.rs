@@ -215,12 +215,41 @@ fn client_method(item: &ItemTrait, svc: &Service, m: &Method) -> TokenStream {
     let ident = &m.ident;
     let wire = &m.wire_name;
     let (docs, cfgs, deprecated) = (&m.docs, &m.cfgs, &m.deprecated);
-    let params = m.args.iter().map(|a| {
-        let (id, t) = (&a.ident, &a.ty);
-        quote!(#id: #t)
+    let bidi = matches!(m.ret, Ret::Stream(_) | Ret::FallibleStream(..));
+    let stream_param = m.stream_arg.as_ref().map(|(id, t)| {
+        let bound = if bidi {
+            quote!(+ ::core::marker::Send + 'static)
+        } else {
+            quote!()
+        };
+        quote!(#id: impl #k::__private01::Stream<Item = #t> #bound)
     });
+    let params = m
+        .args
+        .iter()
+        .map(|a| {
+            let (id, t) = (&a.ident, &a.ty);
+            quote!(#id: #t)
+        })
+        .chain(stream_param);
     let data = encode_args(svc, m);
-    let call = quote!(self.client.call_with(#wire, #l_data, self.options).await);
+    let call = match &m.stream_arg {
+        Some((id, t)) => {
+            let enc = on_type(svc, t, "__encode");
+            quote!(#k::__private01::client_stream_call(&self.client, #wire, #l_data, self.options, #id, #enc).await)
+        }
+        None => quote!(self.client.call_with(#wire, #l_data, self.options).await),
+    };
+    let open_stream = |out: &Type| match &m.stream_arg {
+        Some((id, t)) => {
+            let (enc, dec) = (on_type(svc, t, "__encode"), on_type(svc, out, "__decode"));
+            quote!(#k::__private01::bidi_call(&self.client, #wire, #l_data, self.options, #id, #enc, #dec).await?)
+        }
+        None => {
+            let dec = on_type(svc, out, "__decode");
+            quote!(#k::__private01::client_stream(self.client.call_stream(#wire, #l_data, self.options).await?, #dec))
+        }
+    };
     let (ret, body, errors) = match &m.ret {
         Ret::Unit => (
             quote!(::core::result::Result<(), #k::rpc::RpcError>),
@@ -244,14 +273,26 @@ fn client_method(item: &ItemTrait, svc: &Service, m: &Method) -> TokenStream {
             )
         }
         Ret::Stream(t) => {
-            let dec = on_type(svc, t, "__decode");
+            let open = open_stream(t);
             (
                 quote!(::core::result::Result<#k::Streaming<#t>, #k::rpc::RpcError>),
                 quote! {
-                    let #l_s = self.client.call_stream(#wire, #l_data, self.options).await?;
-                    ::core::result::Result::Ok(#k::__private01::client_stream(#l_s, #dec))
+                    let #l_s = #open;
+                    ::core::result::Result::Ok(#l_s)
                 },
                 "`uds::rpc::RpcError` if the call fails; the stream's items can fail too.",
+            )
+        }
+        Ret::FallibleStream(t, e) => {
+            let open = open_stream(t);
+            let de = on_type(svc, e, "__decode");
+            (
+                quote!(::core::result::Result<#k::Streaming<#t, #k::CallError<#e>>, #k::rpc::RpcError>),
+                quote! {
+                    let #l_s = #open;
+                    ::core::result::Result::Ok(#k::__private01::fallible(#l_s, #de))
+                },
+                "`uds::rpc::RpcError` if the call fails; the stream's items can fail too, its last with `uds::CallError::App` when the handler's stream yields an error.",
             )
         }
     };
@@ -398,8 +439,14 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
         let cast = quote_spanned!(t.span()=> <#t as #k::rpc::FromContext<'_>>::from_context);
         quote!(#cast(&#l_ctx),)
     });
-    let args = m.args.iter().map(|a| &a.ident);
+    let l_items = local("__items");
+    let stream_arg = m.stream_arg.as_ref().map(|(id, _)| id);
+    let args = m.args.iter().map(|a| &a.ident).chain(stream_arg);
     let invoke = quote!(<#ty as #trait_ident>::#ident(&*#l_imp, #ctx_arg #(#args),*).await);
+    let take_items = m.stream_arg.as_ref().map(|(id, t)| {
+        let dec = on_type(svc, t, "__decode");
+        quote!(let #id: #k::Streaming<#t> = #k::__private01::server_items(#l_items, #dec);)
+    });
     let (register, result) = match &m.ret {
         Ret::Unit => (quote!(handler), {
             // No result: JSON `null` (the Go JSON client cannot decode
@@ -441,6 +488,28 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
                 },
             )
         }
+        Ret::FallibleStream(t, e) => {
+            let (et, ee) = (on_type(svc, t, "__encode"), on_type(svc, e, "__encode"));
+            (
+                quote!(streaming),
+                quote! {
+                    let #l_s = #invoke;
+                    ::core::result::Result::Ok(#k::__private01::encode_fallible_stream(#l_s, #et, #ee))
+                },
+            )
+        }
+    };
+    // With a client stream, the handler kind takes the items too.
+    let (register, items_param) = match (&m.stream_arg, register.to_string().as_str()) {
+        (None, _) => (register, quote!()),
+        (Some(_), "streaming") => (
+            quote!(bidi_streaming),
+            quote!(, #l_items: #k::rpc::RpcItems),
+        ),
+        (Some(_), _) => (
+            quote!(client_streaming),
+            quote!(, #l_items: #k::rpc::RpcItems),
+        ),
     };
     let (make_pol, clone_pol, check) = authorization(svc, m);
     quote! {
@@ -448,7 +517,7 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
         let builder = {
             let #l_imp = <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&self.imp);
             #make_pol
-            builder.#register(#wire, move |#l_ctx: #k::rpc::Context, #l_data: #k::__private01::Bytes| {
+            builder.#register(#wire, move |#l_ctx: #k::rpc::Context, #l_data: #k::__private01::Bytes #items_param| {
                 let #l_imp = <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&#l_imp);
                 #clone_pol
                 async move {
@@ -456,6 +525,7 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
                     // Authorization first: a denied caller's data is not decoded.
                     #check
                     #decode
+                    #take_items
                     #result
                 }
             })

@@ -61,6 +61,9 @@ pub(crate) struct Method {
     /// The context argument's type as written (`&uds::Context`).
     pub(crate) ctx: Option<Type>,
     pub(crate) args: Vec<Arg>,
+    /// The client stream, `items: uds::Streaming<T>` (always the last
+    /// argument): its name and item type `T`.
+    pub(crate) stream_arg: Option<(Ident, Type)>,
     pub(crate) ret: Ret,
     pub(crate) docs: Vec<Attribute>,
     /// `#[cfg]`/`#[cfg_attr]`: carried to every generated item of the method.
@@ -84,6 +87,9 @@ pub(crate) enum Ret {
     Plain(Box<Type>),
     Result(Box<Type>, Box<Type>),
     Stream(Box<Type>),
+    /// `ServerStream<Result<T, E>>`: an `Err` item ends the stream with an
+    /// application error.
+    FallibleStream(Box<Type>, Box<Type>),
 }
 
 /// Accumulates errors so that one pass reports all of them.
@@ -162,10 +168,13 @@ pub(crate) fn parse(
         for a in &m.args {
             check_generated_names(&a.ty, &generated, &mut errors);
         }
+        if let Some((_, t)) = &m.stream_arg {
+            check_generated_names(t, &generated, &mut errors);
+        }
         match &m.ret {
             Ret::Unit => {}
             Ret::Plain(t) | Ret::Stream(t) => check_generated_names(t, &generated, &mut errors),
-            Ret::Result(t, e) => {
+            Ret::Result(t, e) | Ret::FallibleStream(t, e) => {
                 check_generated_names(t, &generated, &mut errors);
                 check_generated_names(e, &generated, &mut errors);
             }
@@ -577,7 +586,7 @@ fn parse_method(
 ) -> Option<Method> {
     let sig = &f.sig;
     let mut ok = check_signature(f, trait_ident, errors);
-    let (ctx, args) = parse_args_of(sig, codec, arg_attrs, &mut ok, errors);
+    let (ctx, args, stream_arg) = parse_args_of(sig, codec, arg_attrs, &mut ok, errors);
     let ret = parse_return(&sig.output, &mut ok, errors);
     if !ok {
         return None;
@@ -591,6 +600,7 @@ fn parse_method(
         wire_name,
         ctx,
         args,
+        stream_arg,
         ret,
         docs: f
             .attrs
@@ -741,10 +751,13 @@ fn parse_args_of(
     arg_attrs: &[Option<Span>],
     ok: &mut bool,
     errors: &mut Errors,
-) -> (Option<Type>, Vec<Arg>) {
+) -> (Option<Type>, Vec<Arg>, Option<(Ident, Type)>) {
     let before = errors.count();
     let mut ctx: Option<Type> = None;
     let mut args = Vec::new();
+    let mut stream_arg: Option<(Ident, Type)> = None;
+    // The argument that came after the stream argument, if any.
+    let mut after_stream: Option<Ident> = None;
     let typed = sig
         .inputs
         .iter()
@@ -805,6 +818,23 @@ fn parse_args_of(
             }
             CtxKind::No => {}
         }
+        if let Some(item) = stream_item(ty) {
+            if let Some(d) = default {
+                errors.push_at(d, "`default` is for data arguments, not the stream");
+            }
+            if stream_arg.is_some() {
+                errors.push(
+                    ty,
+                    "a method takes at most one stream argument: send one stream of an enum (or a message with a `oneof`) instead",
+                );
+            } else if check_nested(&item, ("a stream item", "stream items"), errors) {
+                stream_arg = Some((name, item));
+            }
+            continue;
+        }
+        if stream_arg.is_some() && after_stream.is_none() {
+            after_stream = Some(name.clone());
+        }
         if !check_arg_type(ty, errors) {
             continue;
         }
@@ -830,6 +860,14 @@ fn parse_args_of(
             default: default.is_some(),
         });
     }
+    if let (Some(later), Some((name, _))) = (&after_stream, &stream_arg) {
+        errors.push(
+            name,
+            format!(
+                "the stream argument must be the last one: move `{name}` after `{later}` (the other arguments are sent first, with the request)"
+            ),
+        );
+    }
     if codec == Codec::Proto {
         for a in args.iter().skip(1) {
             errors.push(
@@ -839,7 +877,20 @@ fn parse_args_of(
         }
     }
     *ok &= errors.count() == before;
-    (ctx, args)
+    (ctx, args, stream_arg)
+}
+
+/// `T` of a stream argument, `uds::Streaming<T>` (by the last segment of
+/// its path, as far as a macro can tell).
+fn stream_item(ty: &Type) -> Option<Type> {
+    let seg = last_segment(ty)?;
+    if seg.ident != "Streaming" {
+        return None;
+    }
+    match type_args(seg).as_slice() {
+        [t] => Some(t.clone()),
+        _ => None,
+    }
 }
 
 /// An argument's type: sized, owned, concrete. Reports the first problem.
@@ -933,10 +984,21 @@ fn check_nested(ty: &Type, (what, whats): (&str, &str), errors: &mut Errors) -> 
                 ))
             }
             Type::Path(_) => last_segment(t).and_then(|s| {
-                (s.ident == "ServerStream" || s.ident == "ClientStream").then(|| {
-                    "a stream can only be a method's whole result: `-> uds::ServerStream<T>`"
-                        .to_owned()
-                })
+                if s.ident == "ServerStream" || s.ident == "ClientStream" {
+                    Some(if what == "an argument" {
+                        "a client stream is taken as `items: uds::Streaming<T>`, the last argument; a `ServerStream` is only a result".to_owned()
+                    } else {
+                        "a stream can only be a method's whole result: `-> uds::ServerStream<T>`"
+                            .to_owned()
+                    })
+                } else if s.ident == "Streaming" {
+                    Some(
+                        "a stream is a whole argument, the last one (`items: uds::Streaming<T>`), or a whole result (`-> uds::ServerStream<T>`)"
+                            .to_owned(),
+                    )
+                } else {
+                    None
+                }
             }),
             _ => None,
         };
@@ -1032,17 +1094,20 @@ fn classify_return(ty: &Type, errors: &mut Errors) -> Ret {
         return Ret::Plain(Box::new(ty.clone()));
     };
     let targs = type_args(seg);
-    if seg.ident == "ClientStream" {
+    if seg.ident == "ClientStream" || seg.ident == "Streaming" {
         errors.push(
             ty,
-            "a method returns `uds::ServerStream<T>`: the generated client hands its callers a `uds::ClientStream<T>`",
+            "a method returns `uds::ServerStream<T>`: the generated client hands its callers a `uds::Streaming<T>`",
         );
         return Ret::Unit;
     }
     if seg.ident == "Result" {
         match targs.as_slice() {
             [t, e] => {
-                if is_stream(t, "ServerStream") || is_stream(t, "ClientStream") {
+                if is_stream(t, "ServerStream")
+                    || is_stream(t, "ClientStream")
+                    || is_stream(t, "Streaming")
+                {
                     errors.push(
                         ty,
                         "a stream's errors travel inside it: return `uds::ServerStream<T>` (and `Result` items, e.g. `ServerStream<Result<T, E>>`, for errors of each item)",
@@ -1064,8 +1129,16 @@ fn classify_return(ty: &Type, errors: &mut Errors) -> Ret {
         }
     }
     if seg.ident == "ServerStream" && targs.len() == 1 {
-        check_nested(&targs[0], ("a stream item", "stream items"), errors);
-        return Ret::Stream(Box::new(targs[0].clone()));
+        let item = &targs[0];
+        if let Some(r) = last_segment(item).filter(|r| r.ident == "Result")
+            && let [t, e] = type_args(r).as_slice()
+        {
+            check_error_type(e, errors);
+            check_nested(t, ("a stream item", "stream items"), errors);
+            return Ret::FallibleStream(Box::new(t.clone()), Box::new(e.clone()));
+        }
+        check_nested(item, ("a stream item", "stream items"), errors);
+        return Ret::Stream(Box::new(item.clone()));
     }
     check_nested(ty, ("a result", "results"), errors);
     Ret::Plain(Box::new(ty.clone()))

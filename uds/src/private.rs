@@ -23,9 +23,8 @@ use crate::service::{CallError, ServerStream, Streaming};
 
 #[path = "private/streams.rs"]
 mod streams;
-pub use streams::{
-    bidi_call, client_fallible_stream, client_stream_call, encode_fallible_stream, server_items,
-};
+pub use futures_core::Stream;
+pub use streams::{bidi_call, client_stream_call, encode_fallible_stream, fallible, server_items};
 
 /// Encoding a value: the codec trait's `__encode`.
 pub type EncodeFn<T> = fn(&T) -> Result<Bytes, CodecError>;

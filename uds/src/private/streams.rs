@@ -7,7 +7,7 @@ use futures_core::Stream;
 use futures_util::StreamExt;
 
 use super::{DecodeFn, EncodeFn, app_error, decode_reply, encoded_result};
-use crate::rpc::{CallOptions, Client, HandlerError, RpcError, RpcItems, RpcSender, RpcStream};
+use crate::rpc::{CallOptions, Client, HandlerError, RpcError, RpcItems, RpcSender};
 use crate::service::{AbortOnDrop, CallError, ServerStream, Streaming};
 
 /// Sends each item of `items`, then the end; stops early once the call has
@@ -113,14 +113,10 @@ where
     })
 }
 
-/// The client's side of a fallible server stream: an application error
-/// ending it is `CallError::App`.
-pub fn client_fallible_stream<T, E: 'static>(
-    s: RpcStream,
-    ok: DecodeFn<T>,
-    err: DecodeFn<E>,
-) -> Streaming<T, CallError<E>> {
-    Streaming::new(s, ok).map_errors(move |e| match e {
+/// A stream of a server's items whose application error (the end of a
+/// fallible stream) is `CallError::App`.
+pub fn fallible<T, E: 'static>(s: Streaming<T>, err: DecodeFn<E>) -> Streaming<T, CallError<E>> {
+    s.map_errors(move |e| match e {
         RpcError::Application { data, .. } => {
             decode_reply(data, err).map_or_else(CallError::Rpc, CallError::App)
         }
