@@ -233,20 +233,18 @@ fn client_method(item: &ItemTrait, svc: &Service, m: &Method) -> TokenStream {
         })
         .chain(stream_param);
     let data = encode_args(svc, m);
-    let call = match &m.stream_arg {
-        Some((id, t)) => {
-            let enc = on_type(svc, t, "__encode");
-            quote!(#k::__private01::client_stream_call(&self.client, #wire, #l_data, self.options, #id, #enc).await)
-        }
-        None => quote!(self.client.call_with(#wire, #l_data, self.options).await),
+    let call = if let Some((id, t)) = &m.stream_arg {
+        let enc = on_type(svc, t, "__encode");
+        quote!(#k::__private01::client_stream_call(&self.client, #wire, #l_data, self.options, #id, #enc).await)
+    } else {
+        quote!(self.client.call_with(#wire, #l_data, self.options).await)
     };
-    let open_stream = |out: &Type| match &m.stream_arg {
-        Some((id, t)) => {
-            let (enc, dec) = (on_type(svc, t, "__encode"), on_type(svc, out, "__decode"));
+    let open_stream = |out: &Type| {
+        let dec = on_type(svc, out, "__decode");
+        if let Some((id, t)) = &m.stream_arg {
+            let enc = on_type(svc, t, "__encode");
             quote!(#k::__private01::bidi_call(&self.client, #wire, #l_data, self.options, #id, #enc, #dec).await?)
-        }
-        None => {
-            let dec = on_type(svc, out, "__decode");
+        } else {
             quote!(#k::__private01::client_stream(self.client.call_stream(#wire, #l_data, self.options).await?, #dec))
         }
     };

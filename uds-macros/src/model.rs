@@ -768,55 +768,11 @@ fn parse_args_of(
         });
     for (i, (pt, default)) in typed.enumerate() {
         let ty = &*pt.ty;
-        let name = match &*pt.pat {
-            Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => {
-                if let Some(m) = &pi.mutability {
-                    errors.push(m, "drop `mut` here: rebind the argument in your `impl` if needed (`let mut x = x;`)");
-                    continue;
-                }
-                pi.ident.clone()
-            }
-            Pat::Wild(w) => {
-                errors.push(w, "name the argument: the name is part of the wire format (`_name` in the `impl` if unused)");
-                continue;
-            }
-            pat => {
-                errors.push(
-                    pat,
-                    "use a plain argument name: it names the argument on the wire",
-                );
-                continue;
-            }
+        let Some(name) = arg_name(&pt.pat, errors) else {
+            continue;
         };
-        match ctx_kind(ty, &["uds"]) {
-            CtxKind::Shared => {
-                if let Some(d) = default {
-                    errors.push_at(d, "`default` is for data arguments, not the context");
-                }
-                if ctx.is_some() {
-                    errors.push(ty, "only one context argument: remove this one (it is the same `&uds::Context`)");
-                } else if i != 0 {
-                    errors.push(
-                        ty,
-                        "the `&Context` argument must come first, right after `&self`",
-                    );
-                } else {
-                    ctx = Some(ty.clone());
-                }
-                continue;
-            }
-            CtxKind::Mut => {
-                errors.push(
-                    ty,
-                    "the context is shared by the call: take `&uds::Context`, not `&mut`",
-                );
-                continue;
-            }
-            CtxKind::Owned => {
-                errors.push(ty, "take the context by reference: `ctx: &uds::Context`");
-                continue;
-            }
-            CtxKind::No => {}
+        if take_context(ty, i, default, &mut ctx, errors) {
+            continue;
         }
         if let Some(item) = stream_item(ty) {
             if let Some(d) = default {
@@ -878,6 +834,69 @@ fn parse_args_of(
     }
     *ok &= errors.count() == before;
     (ctx, args, stream_arg)
+}
+
+/// An argument that is (or misuses) the context: recorded in `ctx` or
+/// reported; `false` if it is no context at all.
+fn take_context(
+    ty: &Type,
+    position: usize,
+    default: Option<Span>,
+    ctx: &mut Option<Type>,
+    errors: &mut Errors,
+) -> bool {
+    match ctx_kind(ty, &["uds"]) {
+        CtxKind::Shared => {
+            if let Some(d) = default {
+                errors.push_at(d, "`default` is for data arguments, not the context");
+            }
+            if ctx.is_some() {
+                errors.push(
+                    ty,
+                    "only one context argument: remove this one (it is the same `&uds::Context`)",
+                );
+            } else if position != 0 {
+                errors.push(
+                    ty,
+                    "the `&Context` argument must come first, right after `&self`",
+                );
+            } else {
+                *ctx = Some(ty.clone());
+            }
+        }
+        CtxKind::Mut => errors.push(
+            ty,
+            "the context is shared by the call: take `&uds::Context`, not `&mut`",
+        ),
+        CtxKind::Owned => errors.push(ty, "take the context by reference: `ctx: &uds::Context`"),
+        CtxKind::No => return false,
+    }
+    true
+}
+
+/// The name of an argument, which names it on the wire: a plain
+/// identifier, else an error on the pattern.
+fn arg_name(pat: &Pat, errors: &mut Errors) -> Option<Ident> {
+    match pat {
+        Pat::Ident(pi) if pi.by_ref.is_none() && pi.subpat.is_none() => {
+            if let Some(m) = &pi.mutability {
+                errors.push(m, "drop `mut` here: rebind the argument in your `impl` if needed (`let mut x = x;`)");
+                return None;
+            }
+            Some(pi.ident.clone())
+        }
+        Pat::Wild(w) => {
+            errors.push(w, "name the argument: the name is part of the wire format (`_name` in the `impl` if unused)");
+            None
+        }
+        pat => {
+            errors.push(
+                pat,
+                "use a plain argument name: it names the argument on the wire",
+            );
+            None
+        }
+    }
 }
 
 /// `T` of a stream argument, `uds::Streaming<T>` (by the last segment of
