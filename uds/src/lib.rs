@@ -134,7 +134,7 @@ pub use service::{CallError, ServerStream, Streaming};
 #[cfg_attr(feature = "json", doc = "```")]
 #[cfg_attr(not(feature = "json"), doc = "```ignore")]
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use uds::{CallError, Context, ServerStream};
+/// use uds::{CallError, Context, ServerStream, Streaming};
 /// use futures_util::StreamExt;
 ///
 /// #[derive(Debug, serde::Serialize, serde::Deserialize)]
@@ -152,6 +152,10 @@ pub use service::{CallError, ServerStream, Streaming};
 ///     async fn sum(&self, ctx: &Context, ints: Vec<i64>) -> i64;
 ///     /// Server streaming, with backpressure.
 ///     async fn ticks(&self, n: u64) -> ServerStream<u64>;
+///     /// Client streaming: ordinary arguments, then the stream, last.
+///     async fn total(&self, scale: i64, ints: Streaming<i64>) -> i64;
+///     /// Bidirectional: items flow both ways at once.
+///     async fn doubles(&self, ints: Streaming<i64>) -> ServerStream<i64>;
 /// }
 ///
 /// struct Calc;
@@ -165,6 +169,16 @@ pub use service::{CallError, ServerStream, Streaming};
 ///         ints.iter().sum()
 ///     }
 ///     async fn ticks(&self, n: u64) -> ServerStream<u64> { ServerStream::iter(0..n) }
+///     async fn total(&self, scale: i64, mut ints: Streaming<i64>) -> i64 {
+///         let mut sum = 0;
+///         while let Some(Ok(i)) = ints.next().await {
+///             sum += i;
+///         }
+///         sum * scale
+///     }
+///     async fn doubles(&self, ints: Streaming<i64>) -> ServerStream<i64> {
+///         ServerStream::new(ints.filter_map(|i| async move { i.ok().map(|i| 2 * i) }))
+///     }
 /// }
 ///
 /// let dir = tempfile::tempdir()?;
@@ -178,14 +192,25 @@ pub use service::{CallError, ServerStream, Streaming};
 /// assert_eq!(calc.sum(vec![1, 2, 3]).await?, 6);
 /// let ticks: Vec<u64> = calc.ticks(3).await?.map(|t| t.unwrap()).collect().await;
 /// assert_eq!(ticks, [0, 1, 2]);
+/// // The caller passes any `Stream` (a channel's receiver, an iterator, ...).
+/// assert_eq!(calc.total(10, futures_util::stream::iter([1, 2, 3])).await?, 60);
+/// let doubled: Vec<i64> = calc
+///     .doubles(futures_util::stream::iter([1, 2]))
+///     .await?
+///     .map(|i| i.unwrap())
+///     .collect()
+///     .await;
+/// assert_eq!(doubled, [2, 4]);
 /// # Ok(()) }
 /// ```
 ///
 /// # What it accepts
 ///
 /// Methods are `async fn` taking `&self`, optionally `ctx: &uds::Context`
-/// first, then arguments by value, and returning `T`, `Result<T, E>` or
-/// `uds::ServerStream<T>` (or nothing). The trait may have `Send`, `Sync`
+/// first, then arguments by value (the last may be a client stream,
+/// `items: uds::Streaming<T>`), and returning `T`, `Result<T, E>`,
+/// `uds::ServerStream<T>` or `uds::ServerStream<Result<T, E>>` (or
+/// nothing). The trait may have `Send`, `Sync`
 /// and `'static` as supertraits. Each mistake is one compile error on the
 /// offending token saying what to write instead, all reported in one pass;
 /// a type that cannot travel with the service's codec is reported on that
@@ -206,9 +231,31 @@ pub use service::{CallError, ServerStream, Streaming};
 ///   the result type is a compile error (its errors would arrive as a
 ///   success), and `E` must travel with the codec (not `io::Error` or
 ///   `Box<dyn Error>`: use your own error type, or `String`).
-/// - **`ServerStream<T>`**: the client gets a [`Streaming<T>`]; a slow
-///   client slows the producer; dropping the stream stops it; the call's
-///   deadline bounds the whole stream.
+/// - **The four kinds of call**, one naming scheme: what comes to you is a
+///   [`Streaming<T>`], what you send back from a handler is a
+///   [`ServerStream<T>`]:
+///
+///   | kind | trait method | the client calls |
+///   |---|---|---|
+///   | unary | `async fn f(&self, a: A) -> R` | `client.f(a).await` → `R` |
+///   | server streaming | `async fn f(&self, a: A) -> ServerStream<T>` | `client.f(a).await` → `Streaming<T>` |
+///   | client streaming | `async fn f(&self, a: A, s: Streaming<T>) -> R` | `client.f(a, any_stream).await` → `R` |
+///   | bidirectional | `async fn f(&self, a: A, s: Streaming<T>) -> ServerStream<U>` | `client.f(a, stream).await` → `Streaming<U>` |
+///
+///   Items flow under credit both ways (a slow consumer slows the
+///   producer; memory stays bounded); dropping the client's future or
+///   stream cancels the call on the server; a handler that answers or ends
+///   early stops the client's producer. A bidirectional call's input must
+///   be `Send + 'static` (a task the returned stream owns sends it).
+/// - **Stream deadlines**: a streaming call has no deadline unless the
+///   caller sets one (`with_timeout`), and the server's
+///   `max_stream_duration` caps it; instead the server sends keep-alives
+///   and a stream silent for `CallOptions::idle_timeout` (60 s) ends with
+///   [`rpc::RpcError::StreamIdle`], so a subscription can live for hours
+///   and a hung server is still noticed.
+/// - **`ServerStream<Result<T, E>>`**: the client gets a
+///   `Streaming<T, CallError<E>>`; an `Err(e)` item ends the stream, and
+///   arrives as `Err(CallError::App(e))`.
 /// - **`crate = "path"`** names the uds crate when it is renamed in
 ///   `Cargo.toml`. The codec's cargo feature (`json`, `proto`) must be on.
 /// - **`#[cfg(...)]`** on a method removes it from everything generated;
@@ -244,7 +291,8 @@ pub use service::{CallError, ServerStream, Streaming};
 /// - `{Trait}Client`: `Clone` (clones share the connection) and `Debug`;
 ///   built with `new(rpc::Client)`, `from_conn(net::Conn)` or
 ///   `connect(path)` (with the client's socket checks); one async method per
-///   trait method, minus the context; `rpc()` for the underlying
+///   trait method, minus the context (a `Streaming<T>` parameter becomes
+///   `impl Stream<Item = T>`); `rpc()` for the underlying
 ///   [`rpc::Client`]. It implements [`plugin::PluginClient`].
 /// - **Per-call options**: `client.with_timeout(d)` and
 ///   `client.with_options(rpc::CallOptions)` take `&self` and return a cheap
