@@ -573,14 +573,22 @@ impl Client {
         // The id is not chosen yet: count its field at its largest.
         inner.check_size(env.encoded_len() + 6)?;
         let (tx, rx) = oneshot::channel();
-        let id = self.register(Waiter::Unary(tx))?;
+        let (id, busy) = self.register_counting(Waiter::Unary(tx))?;
         let mut guard = PendingGuard {
             inner,
             id,
             armed: true,
         };
         let env = EnvelopeRef { id, ..env };
-        let sent = tokio::time::timeout_at(local_deadline, inner.outbox.push(&env, Some(&data)));
+        // Alone, the request is written at once (least latency); with other
+        // calls in flight it is left to the writer task, which batches it
+        // with theirs into one `writev`.
+        let push = if busy {
+            futures_util::future::Either::Left(inner.outbox.push_batched(&env, Some(&data)))
+        } else {
+            futures_util::future::Either::Right(inner.outbox.push(&env, Some(&data)))
+        };
+        let sent = tokio::time::timeout_at(local_deadline, push);
         match sent.await {
             Ok(Ok(())) => {}
             Ok(Err(closed)) => {
@@ -814,6 +822,12 @@ impl Client {
     }
 
     fn register(&self, waiter: Waiter) -> Result<u32, RpcError> {
+        self.register_counting(waiter).map(|(id, _)| id)
+    }
+
+    /// As [`register`](Self::register), also telling whether other calls
+    /// are in flight (so more requests are likely to follow at once).
+    fn register_counting(&self, waiter: Waiter) -> Result<(u32, bool), RpcError> {
         let mut st = self.inner.calls.lock();
         if let Some(err) = &st.closed {
             return Err(err.clone());
@@ -824,7 +838,7 @@ impl Client {
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
             if id != 0 && !st.pending.contains_key(&id) {
                 st.pending.insert(id, waiter);
-                return Ok(id);
+                return Ok((id, st.pending.len() > 1));
             }
         }
     }

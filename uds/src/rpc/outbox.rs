@@ -112,6 +112,15 @@ struct Queue {
     active: bool,
 }
 
+/// Who writes a frame queued on an idle connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Write {
+    /// The caller, at once: the least latency for a lone frame.
+    Inline,
+    /// The writer task, once the tasks ready to run have queued theirs.
+    Batched,
+}
+
 /// What [`Queue::enqueue`] decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Enqueued {
@@ -300,12 +309,21 @@ impl Outbox {
         env: &EnvelopeRef<'_>,
         data: Option<&Bytes>,
         force: bool,
+        when: Write,
     ) -> Result<bool, Closed> {
         let limit = if force { None } else { Some(self.high_water) };
         let mut q = self.lock();
         match q.enqueue(env, data, limit)? {
             Enqueued::Full => Ok(false),
             Enqueued::Queued => Ok(true),
+            Enqueued::WriteNow if when == Write::Batched => {
+                // More frames are coming: leave this one to the writer
+                // task, which takes everything queued by the time it runs.
+                q.writing = false;
+                drop(q);
+                self.wake_writer.notify_one();
+                Ok(true)
+            }
             Enqueued::WriteNow => {
                 self.write_inline(q);
                 Ok(true)
@@ -371,11 +389,32 @@ impl Outbox {
         env: &EnvelopeRef<'_>,
         data: Option<&Bytes>,
     ) -> Result<(), Closed> {
+        self.push_when(env, data, Write::Inline).await
+    }
+
+    /// As [`push`](Self::push), for a caller that knows more frames follow
+    /// at once (other calls in flight, a stream's next item): the frame is
+    /// never written inline, so that the writer task writes many frames
+    /// with one `writev` instead of each caller making its own.
+    pub(crate) async fn push_batched(
+        &self,
+        env: &EnvelopeRef<'_>,
+        data: Option<&Bytes>,
+    ) -> Result<(), Closed> {
+        self.push_when(env, data, Write::Batched).await
+    }
+
+    async fn push_when(
+        &self,
+        env: &EnvelopeRef<'_>,
+        data: Option<&Bytes>,
+        when: Write,
+    ) -> Result<(), Closed> {
         loop {
             let space = self.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            if self.try_push(env, data, false)? {
+            if self.try_push(env, data, false, when)? {
                 return Ok(());
             }
             if tokio::time::timeout(self.stall, space).await.is_err() {
@@ -387,7 +426,7 @@ impl Outbox {
     /// Queues a small control frame at once, ignoring the high-water mark
     /// (for cancellations sent from `Drop`).
     pub(crate) fn push_now(&self, env: &EnvelopeRef<'_>) -> Result<(), Closed> {
-        self.try_push(env, None, true).map(drop)
+        self.try_push(env, None, true, Write::Inline).map(drop)
     }
 
     /// Stops accepting frames; the writer finishes what is queued, shuts the
@@ -465,12 +504,17 @@ impl Outbox {
                 Next::Write(batch, took_queued) => (batch, took_queued),
                 Next::Wait(false) => {
                     self.wake_writer.notified().await;
+                    // Let the tasks ready to run queue their frames first:
+                    // one `writev` then takes them all.
+                    tokio::task::yield_now().await;
                     continue;
                 }
                 Next::Wait(true) => {
                     tokio::select! {
                         biased;
-                        () = self.wake_writer.notified() => {}
+                        () = self.wake_writer.notified() => {
+                            tokio::task::yield_now().await;
+                        }
                         () = &mut idle => {
                             let mut q = self.lock();
                             // Frames queued this period: not idle.

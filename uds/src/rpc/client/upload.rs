@@ -75,9 +75,10 @@ impl RpcSender {
             // The call ended while we waited: its credit is void.
             return Err(ended());
         }
+        // A producer's items come one after another: batched.
         inner
             .outbox
-            .push(&env, Some(&item))
+            .push_batched(&env, Some(&item))
             .await
             .map_err(|_| ended())
     }

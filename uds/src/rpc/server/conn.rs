@@ -59,6 +59,10 @@ impl ConnState {
                         self.max_frame_len
                     );
                     self.push_error(id, ErrorCode::Server, &msg).await
+                } else if self.calls.busy() {
+                    // Other calls will reply too: leave it to the writer
+                    // task, which batches the replies into one `writev`.
+                    self.outbox.push_batched(&env, Some(&data)).await
                 } else {
                     self.outbox.push(&env, Some(&data)).await
                 }

@@ -245,7 +245,14 @@ where
                         item.len()
                     )));
                 }
-                if call.conn.outbox.push(&env, Some(&item)).await.is_err() {
+                // The next item follows at once: batched.
+                if call
+                    .conn
+                    .outbox
+                    .push_batched(&env, Some(&item))
+                    .await
+                    .is_err()
+                {
                     return Err(HandlerError::server("connection closed"));
                 }
             }

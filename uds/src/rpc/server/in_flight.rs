@@ -77,6 +77,11 @@ impl InFlightCalls {
         self.lock().calls.contains_key(&id)
     }
 
+    /// Whether more than one call is running (so more replies follow).
+    pub(super) fn busy(&self) -> bool {
+        self.lock().calls.len() > 1
+    }
+
     /// Whether no call is running.
     pub(super) fn is_idle(&self) -> bool {
         self.lock().calls.is_empty()
