@@ -186,16 +186,19 @@ fn emit_client(item: &ItemTrait, svc: &Service) -> TokenStream {
     }
 }
 
+/// The request's data, as a `Payload` (a protobuf argument's large
+/// `bytes` field is then sent without a copy).
 fn encode_args(svc: &Service, m: &Method) -> TokenStream {
     let k = &svc.krate;
+    let one_piece = |bytes: TokenStream| quote!(#k::__private01::one_piece(#bytes));
     match (svc.codec, m.args.as_slice()) {
         // No argument: JSON `null` (Go JSON handlers cannot decode empty
         // data); an empty protobuf message.
-        (Codec::Json, []) => quote!(#k::__private01::Bytes::from_static(b"null")),
-        (Codec::Proto, []) => quote!(#k::__private01::Bytes::new()),
+        (Codec::Json, []) => one_piece(quote!(#k::__private01::Bytes::from_static(b"null"))),
+        (Codec::Proto, []) => one_piece(quote!(#k::__private01::Bytes::new())),
         (_, [a]) => {
-            let (id, enc) = (&a.ident, on_type(svc, &a.ty, "__encode"));
-            quote!(#k::__private01::encoded_arg(#enc(&#id))?)
+            let (id, enc) = (&a.ident, on_type(svc, &a.ty, "__encode_payload"));
+            quote!(#k::__private01::encoded_payload(#enc(&#id))?)
         }
         (_, many) => {
             let adds = many.iter().map(|a| {
@@ -203,7 +206,7 @@ fn encode_args(svc: &Service, m: &Method) -> TokenStream {
                 let (id, to) = (&a.ident, on_type(svc, &a.ty, "__to_value"));
                 quote!(.arg(#name, #to(&#id))?)
             });
-            quote!(#k::__private01::JsonArgs::new() #(#adds)* .finish()?)
+            one_piece(quote!(#k::__private01::JsonArgs::new() #(#adds)* .finish()?))
         }
     }
 }
@@ -235,17 +238,17 @@ fn client_method(item: &ItemTrait, svc: &Service, m: &Method) -> TokenStream {
     let data = encode_args(svc, m);
     let call = if let Some((id, t)) = &m.stream_arg {
         let enc = on_type(svc, t, "__encode");
-        quote!(#k::__private01::client_stream_call(&self.client, #wire, #l_data, self.options, #id, #enc).await)
+        quote!(#k::__private01::client_stream_call(&self.client, #wire, #l_data.into_bytes(), self.options, #id, #enc).await)
     } else {
-        quote!(self.client.call_with(#wire, #l_data, self.options).await)
+        quote!(self.client.call_payload(#wire, #l_data, self.options).await)
     };
     let open_stream = |out: &Type| {
         let dec = on_type(svc, out, "__decode");
         if let Some((id, t)) = &m.stream_arg {
             let enc = on_type(svc, t, "__encode");
-            quote!(#k::__private01::bidi_call(&self.client, #wire, #l_data, self.options, #id, #enc, #dec).await?)
+            quote!(#k::__private01::bidi_call(&self.client, #wire, #l_data.into_bytes(), self.options, #id, #enc, #dec).await?)
         } else {
-            quote!(#k::__private01::client_stream(self.client.call_stream(#wire, #l_data, self.options).await?, #dec))
+            quote!(#k::__private01::client_stream(self.client.call_stream(#wire, #l_data.into_bytes(), self.options).await?, #dec))
         }
     };
     let (ret, body, errors) = match &m.ret {
@@ -427,7 +430,7 @@ fn policies_of(k: &syn::Path, access: &Access, out: &mut Vec<TokenStream>) {
 fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> TokenStream {
     let ty = local("__UdsImpl");
     let (l_data, l_imp, l_ctx) = (local("__data"), local("__imp"), local("__ctx"));
-    let (l_out, l_v, l_e, l_s) = (local("__out"), local("__v"), local("__e"), local("__s"));
+    let l_out = local("__out");
     let k = &svc.krate;
     let ident = &m.ident;
     let wire = &m.wire_name;
@@ -445,7 +448,54 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
         let dec = on_type(svc, t, "__decode");
         quote!(let #id: #k::Streaming<#t> = #k::__private01::server_items(#l_items, #dec);)
     });
-    let (register, result) = match &m.ret {
+    let (register, result) = handler_result(svc, m, &invoke);
+    // With a client stream, the handler kind takes the items too.
+    let (register, items_param, result) = match (&m.stream_arg, register.to_string().as_str()) {
+        (None, "handler") => (quote!(handler_payload), quote!(), result),
+        (None, _) => (register, quote!(), result),
+        (Some(_), "streaming") => (
+            quote!(bidi_streaming),
+            quote!(, #l_items: #k::rpc::RpcItems),
+            result,
+        ),
+        // A client stream's one reply is plain bytes.
+        (Some(_), _) => (
+            quote!(client_streaming),
+            quote!(, #l_items: #k::rpc::RpcItems),
+            quote! {
+                let #l_out: ::core::result::Result<#k::__private01::Payload, #k::rpc::HandlerError> = { #result };
+                #l_out.map(#k::__private01::Payload::into_bytes)
+            },
+        ),
+    };
+    let (make_pol, clone_pol, check) = authorization(svc, m);
+    quote! {
+        #(#cfgs)*
+        let builder = {
+            let #l_imp = <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&self.imp);
+            #make_pol
+            builder.#register(#wire, move |#l_ctx: #k::rpc::Context, #l_data: #k::__private01::Bytes #items_param| {
+                let #l_imp = <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&#l_imp);
+                #clone_pol
+                async move {
+                    let _ = &#l_ctx;
+                    // Authorization first: a denied caller's data is not decoded.
+                    #check
+                    #decode
+                    #take_items
+                    #result
+                }
+            })
+        };
+    }
+}
+
+/// The registration method (`handler`, `streaming`) and the body that
+/// turns the handler's value into the reply.
+fn handler_result(svc: &Service, m: &Method, invoke: &TokenStream) -> (TokenStream, TokenStream) {
+    let (l_out, l_v, l_e, l_s) = (local("__out"), local("__v"), local("__e"), local("__s"));
+    let k = &svc.krate;
+    match &m.ret {
         Ret::Unit => (quote!(handler), {
             // No result: JSON `null` (the Go JSON client cannot decode
             // empty data); an empty protobuf message.
@@ -453,22 +503,25 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
                 Codec::Json => quote!(#k::__private01::Bytes::from_static(b"null")),
                 Codec::Proto => quote!(#k::__private01::Bytes::new()),
             };
-            quote! { let () = #invoke; ::core::result::Result::Ok(#empty) }
+            quote! { let () = #invoke; ::core::result::Result::Ok(#k::__private01::one_piece(#empty)) }
         }),
         Ret::Plain(t) => {
-            let enc = on_type(svc, t, "__encode");
+            let enc = on_type(svc, t, "__encode_payload");
             (
                 quote!(handler),
-                quote! { let #l_out: #t = #invoke; #k::__private01::encoded_result(#enc(&#l_out)) },
+                quote! { let #l_out: #t = #invoke; #k::__private01::encoded_result_payload(#enc(&#l_out)) },
             )
         }
         Ret::Result(t, e) => {
-            let (et, ee) = (on_type(svc, t, "__encode"), on_type(svc, e, "__encode"));
+            let (et, ee) = (
+                on_type(svc, t, "__encode_payload"),
+                on_type(svc, e, "__encode"),
+            );
             (
                 quote!(handler),
                 quote! {
                     match #invoke {
-                        ::core::result::Result::Ok(#l_v) => #k::__private01::encoded_result(#et(&#l_v)),
+                        ::core::result::Result::Ok(#l_v) => #k::__private01::encoded_result_payload(#et(&#l_v)),
                         ::core::result::Result::Err(#l_e) => ::core::result::Result::Err(
                             #k::__private01::app_error(#ee(&#l_e)),
                         ),
@@ -496,38 +549,6 @@ fn register_method(svc: &Service, trait_ident: &syn::Ident, m: &Method) -> Token
                 },
             )
         }
-    };
-    // With a client stream, the handler kind takes the items too.
-    let (register, items_param) = match (&m.stream_arg, register.to_string().as_str()) {
-        (None, _) => (register, quote!()),
-        (Some(_), "streaming") => (
-            quote!(bidi_streaming),
-            quote!(, #l_items: #k::rpc::RpcItems),
-        ),
-        (Some(_), _) => (
-            quote!(client_streaming),
-            quote!(, #l_items: #k::rpc::RpcItems),
-        ),
-    };
-    let (make_pol, clone_pol, check) = authorization(svc, m);
-    quote! {
-        #(#cfgs)*
-        let builder = {
-            let #l_imp = <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&self.imp);
-            #make_pol
-            builder.#register(#wire, move |#l_ctx: #k::rpc::Context, #l_data: #k::__private01::Bytes #items_param| {
-                let #l_imp = <::std::sync::Arc<#ty> as ::core::clone::Clone>::clone(&#l_imp);
-                #clone_pol
-                async move {
-                    let _ = &#l_ctx;
-                    // Authorization first: a denied caller's data is not decoded.
-                    #check
-                    #decode
-                    #take_items
-                    #result
-                }
-            })
-        };
     }
 }
 

@@ -27,6 +27,9 @@ use bytes::Bytes;
 // Only the codecs encode through it.
 #[cfg(any(feature = "json", feature = "proto"))]
 mod arena;
+mod payload;
+
+pub use payload::Payload;
 
 /// The error a codec's library reported, kept as the [`CodecError`]'s
 /// `source()`: a `serde_json::Error` or a prost `DecodeError` /
@@ -95,6 +98,17 @@ pub trait Encode<T: ?Sized> {
     /// The codec's error if `value` cannot be encoded (a `Serialize` impl
     /// that fails, a map with non-string keys in JSON, ...).
     fn encode(value: &T) -> Result<Bytes, CodecError>;
+
+    /// The encoding of `value` as a [`Payload`]: by default
+    /// [`encode`](Self::encode)'s bytes in one piece; the protobuf codec
+    /// keeps a large `bytes` field held as `Bytes` by reference (no copy).
+    ///
+    /// # Errors
+    ///
+    /// As [`encode`](Self::encode).
+    fn encode_payload(value: &T) -> Result<Payload, CodecError> {
+        Self::encode(value).map(Payload::from)
+    }
 }
 
 /// Decodes values of type `T`.
@@ -160,7 +174,30 @@ impl<T: prost::Message> Encode<T> for Proto {
         let len = value.encoded_len();
         arena::encode(Some(len), |buf| value.encode(buf).map_err(CodecError::from))
     }
+
+    fn encode_payload(value: &T) -> Result<Payload, CodecError> {
+        let len = value.encoded_len();
+        if len < SEGMENT_MIN {
+            return Self::encode(value).map(Payload::from);
+        }
+        let mut parts = None;
+        let tail = arena::encode(None, |buf| {
+            let mut seg = crate::sys::segments::SegmentedBuf::new(buf, SEGMENT_MIN / 2);
+            value.encode(&mut seg).map_err(CodecError::from)?;
+            parts = seg.finish();
+            Ok::<(), CodecError>(())
+        })?;
+        Ok(match parts {
+            Some((head, big)) => Payload::pieces(head, big, tail),
+            None => Payload::from(tail),
+        })
+    }
 }
+
+/// Protobuf messages at least this long are encoded as a [`Payload`] whose
+/// largest `bytes` field (of at least half this) stays where it is.
+#[cfg(feature = "proto")]
+const SEGMENT_MIN: usize = 64 * 1024;
 
 #[cfg(feature = "proto")]
 impl<T: prost::Message + Default> Decode<T> for Proto {
@@ -197,6 +234,10 @@ impl Proto {
 pub trait JsonType: Sized {
     #[doc(hidden)]
     fn __encode(&self) -> Result<Bytes, CodecError>;
+    #[doc(hidden)]
+    fn __encode_payload(&self) -> Result<Payload, CodecError> {
+        self.__encode().map(Payload::from)
+    }
     #[doc(hidden)]
     fn __decode(bytes: Bytes) -> Result<Self, CodecError>;
     #[doc(hidden)]
@@ -241,6 +282,8 @@ pub trait ProtoType: Sized {
     #[doc(hidden)]
     fn __encode(&self) -> Result<Bytes, CodecError>;
     #[doc(hidden)]
+    fn __encode_payload(&self) -> Result<Payload, CodecError>;
+    #[doc(hidden)]
     fn __decode(bytes: Bytes) -> Result<Self, CodecError>;
 }
 
@@ -249,6 +292,10 @@ pub trait ProtoType: Sized {
 impl<T: prost::Message + Default> ProtoType for T {
     fn __encode(&self) -> Result<Bytes, CodecError> {
         <Proto as Encode<Self>>::encode(self)
+    }
+
+    fn __encode_payload(&self) -> Result<Payload, CodecError> {
+        <Proto as Encode<Self>>::encode_payload(self)
     }
 
     fn __decode(bytes: Bytes) -> Result<Self, CodecError> {
@@ -267,5 +314,48 @@ mod tests {
         let none: Option<i32> = <Json as Decode<Option<i32>>>::decode(bytes::Bytes::new()).unwrap();
         assert_eq!(none, None);
         assert!(<Json as Decode<i32>>::decode(bytes::Bytes::new()).is_err());
+    }
+
+    #[cfg(feature = "proto")]
+    #[derive(Clone, PartialEq, prost::Message)]
+    struct Blob {
+        #[prost(uint32, tag = "1")]
+        id: u32,
+        #[prost(bytes = "bytes", tag = "2")]
+        data: bytes::Bytes,
+        #[prost(string, tag = "3")]
+        name: String,
+    }
+
+    #[cfg(feature = "proto")]
+    #[test]
+    fn a_large_bytes_field_is_kept_by_reference_and_the_bytes_are_the_same() {
+        use super::{Decode, Encode, Proto};
+        let data = bytes::Bytes::from(vec![7u8; 200 * 1024]);
+        let msg = Blob {
+            id: 9,
+            data: data.clone(),
+            name: "n".into(),
+        };
+        let payload = <Proto as Encode<Blob>>::encode_payload(&msg).unwrap();
+        assert_eq!(payload.rest().len(), 2, "in pieces");
+        assert_eq!(payload.rest()[0].as_ptr(), data.as_ptr(), "not copied");
+        let whole = <Proto as Encode<Blob>>::encode(&msg).unwrap();
+        assert_eq!(payload.len(), whole.len());
+        assert_eq!(payload.clone().into_bytes(), whole);
+        let back: Blob = <Proto as Decode<Blob>>::decode(payload.into_bytes()).unwrap();
+        assert_eq!(back, msg);
+        // Small messages stay in one piece.
+        let small = Blob {
+            id: 1,
+            data: bytes::Bytes::from_static(b"x"),
+            name: String::new(),
+        };
+        assert!(
+            <Proto as Encode<Blob>>::encode_payload(&small)
+                .unwrap()
+                .rest()
+                .is_empty()
+        );
     }
 }

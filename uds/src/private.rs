@@ -31,6 +31,29 @@ pub type EncodeFn<T> = fn(&T) -> Result<Bytes, CodecError>;
 /// Decoding a value: the codec trait's `__decode`.
 pub type DecodeFn<T> = fn(Bytes) -> Result<T, CodecError>;
 
+pub use crate::codec::Payload;
+
+/// Encoding a value as a [`Payload`]: the codec trait's `__encode_payload`.
+pub type PayloadFn<T> = fn(&T) -> Result<Payload, CodecError>;
+
+/// Bytes as a one-piece [`Payload`] (a function, so that generated code
+/// needs no trait in scope).
+pub fn one_piece(bytes: Bytes) -> Payload {
+    Payload::from(bytes)
+}
+
+/// A client argument, encoded in pieces.
+pub fn encoded_payload(r: Result<Payload, CodecError>) -> Result<Payload, RpcError> {
+    r.map_err(|e| RpcError::Codec {
+        message: format!("encoding the request: {e}"),
+    })
+}
+
+/// A server result, encoded in pieces.
+pub fn encoded_result_payload(r: Result<Payload, CodecError>) -> Result<Payload, HandlerError> {
+    r.map_err(|e| HandlerError::server(format!("the reply could not be encoded: {e}")))
+}
+
 /// A client argument, encoded.
 pub fn encoded_arg(r: Result<Bytes, CodecError>) -> Result<Bytes, RpcError> {
     r.map_err(|e| RpcError::Codec {

@@ -18,6 +18,7 @@ use super::defaults::{
 use super::envelope::{Envelope, EnvelopeRef};
 use super::error::RpcError;
 use super::outbox::Outbox;
+use crate::codec::Payload;
 use crate::cred::Cred;
 use crate::frame::{DEFAULT_IDLE_RELEASE, DEFAULT_MAX_FRAME_LEN, FrameConfig, FrameReader};
 use crate::log_limit::{MAX_LOGGED_TEXT, RateLimited, truncate};
@@ -557,6 +558,28 @@ impl Client {
         data: Bytes,
         opts: CallOptions,
     ) -> Result<Bytes, RpcError> {
+        self.call_payload(method, Payload::from(data), opts).await
+    }
+
+    /// As [`call_with`](Self::call_with), with the request as a [`Payload`]:
+    /// an encoded message whose large `bytes` field is written to the
+    /// socket from where it is, without a copy (what
+    /// [`Encode::encode_payload`](crate::codec::Encode::encode_payload)
+    /// makes of a protobuf message; the typed and generated clients use it).
+    ///
+    /// # Errors
+    ///
+    /// As [`call_with`](Self::call_with).
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`call_with`](Self::call_with).
+    pub async fn call_payload(
+        &self,
+        method: &str,
+        data: Payload,
+        opts: CallOptions,
+    ) -> Result<Bytes, RpcError> {
         let inner = &*self.inner;
         let timeout = opts
             .timeout
@@ -567,7 +590,8 @@ impl Client {
         let env = EnvelopeRef {
             exp_unix_nano,
             method: method.as_bytes(),
-            data: &data,
+            data: data.head(),
+            more: data.rest(),
             ..EnvelopeRef::default()
         };
         // The id is not chosen yet: count its field at its largest.
@@ -584,9 +608,9 @@ impl Client {
         // calls in flight it is left to the writer task, which batches it
         // with theirs into one `writev`.
         let push = if busy {
-            futures_util::future::Either::Left(inner.outbox.push_batched(&env, Some(&data)))
+            futures_util::future::Either::Left(inner.outbox.push_batched(&env, Some(data.head())))
         } else {
-            futures_util::future::Either::Right(inner.outbox.push(&env, Some(&data)))
+            futures_util::future::Either::Right(inner.outbox.push(&env, Some(data.head())))
         };
         let sent = tokio::time::timeout_at(local_deadline, push);
         match sent.await {

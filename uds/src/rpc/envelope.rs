@@ -241,6 +241,7 @@ impl Envelope {
             exp_unix_nano: self.exp_unix_nano,
             method: &self.method,
             data: &self.data,
+            more: &[],
             err_type: self.err_type,
             err: &self.err,
             cancel: self.cancel,
@@ -264,6 +265,9 @@ pub(crate) struct EnvelopeRef<'a> {
     pub(crate) exp_unix_nano: i64,
     pub(crate) method: &'a [u8],
     pub(crate) data: &'a [u8],
+    /// More of `data`, after `data` itself: the pieces of a
+    /// [`Payload`](crate::codec::Payload) (usually none).
+    pub(crate) more: &'a [bytes::Bytes],
     pub(crate) err_type: u32,
     pub(crate) err: &'a [u8],
     pub(crate) cancel: bool,
@@ -278,6 +282,11 @@ pub(crate) struct EnvelopeRef<'a> {
 }
 
 impl EnvelopeRef<'_> {
+    /// Length of the content of `data`, with its further pieces.
+    pub(crate) fn data_len(&self) -> usize {
+        self.data.len() + self.more.iter().map(bytes::Bytes::len).sum::<usize>()
+    }
+
     /// Length of everything before the content of `data`.
     pub(crate) fn prefix_len(&self) -> usize {
         let mut n = 0;
@@ -290,8 +299,9 @@ impl EnvelopeRef<'_> {
         if !self.method.is_empty() {
             n += 1 + varint_len(self.method.len() as u64) + self.method.len();
         }
-        if !self.data.is_empty() {
-            n += 1 + varint_len(self.data.len() as u64);
+        let data_len = self.data_len();
+        if data_len != 0 {
+            n += 1 + varint_len(data_len as u64);
         }
         n
     }
@@ -324,7 +334,7 @@ impl EnvelopeRef<'_> {
     }
 
     pub(crate) fn encoded_len(&self) -> usize {
-        self.prefix_len() + self.data.len() + self.suffix_len()
+        self.prefix_len() + self.data_len() + self.suffix_len()
     }
 
     /// Writes fields 1–3 and the tag and length of field 4 (not its content).
@@ -342,9 +352,10 @@ impl EnvelopeRef<'_> {
             put_varint(dst, self.method.len() as u64);
             dst.put_slice(self.method);
         }
-        if !self.data.is_empty() {
+        let data_len = self.data_len();
+        if data_len != 0 {
             put_key(dst, field::DATA, WIRE_LEN);
-            put_varint(dst, self.data.len() as u64);
+            put_varint(dst, data_len as u64);
         }
     }
 
@@ -395,6 +406,9 @@ impl EnvelopeRef<'_> {
     pub(crate) fn encode(&self, dst: &mut impl BufMut) {
         self.encode_prefix(dst);
         dst.put_slice(self.data);
+        for piece in self.more {
+            dst.put_slice(piece);
+        }
         self.encode_suffix(dst);
     }
 }

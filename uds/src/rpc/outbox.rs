@@ -175,14 +175,25 @@ impl Queue {
         self.active = true;
         let b = &mut self.batch;
         b.small.extend_from_slice(&hdr[..hlen]);
-        match data {
-            Some(big) if big.len() >= BIG_DATA => {
-                env.encode_prefix(&mut b.small);
-                let at = b.small.len();
-                b.big.push((at, big.clone()));
-                env.encode_suffix(&mut b.small);
+        let by_reference = |p: &Bytes| p.len() >= BIG_DATA;
+        let head = data.filter(|d| by_reference(d));
+        if head.is_none() && !env.more.iter().any(by_reference) {
+            env.encode(&mut b.small);
+        } else {
+            // Large pieces are spliced in where they go, not copied.
+            env.encode_prefix(&mut b.small);
+            match head {
+                Some(d) => b.big.push((b.small.len(), d.clone())),
+                None => b.small.extend_from_slice(env.data),
             }
-            _ => env.encode(&mut b.small),
+            for piece in env.more {
+                if by_reference(piece) {
+                    b.big.push((b.small.len(), piece.clone()));
+                } else {
+                    b.small.extend_from_slice(piece);
+                }
+            }
+            env.encode_suffix(&mut b.small);
         }
         self.queued += total;
         if self.writing || !was_empty {
@@ -799,5 +810,39 @@ mod tests {
             q.writing && q.handoff.is_some(),
             "the writer task holds it now"
         );
+    }
+
+    #[test]
+    fn payload_pieces_are_spliced_by_reference_in_order() {
+        let mut q = Queue::default();
+        let head = Bytes::from(vec![1u8; 3]);
+        let big = Bytes::from(vec![2u8; BIG_DATA]);
+        let tail = Bytes::from(vec![3u8; 2]);
+        let more = [big.clone(), tail];
+        let e = EnvelopeRef {
+            id: 5,
+            data: &head,
+            more: &more,
+            ..EnvelopeRef::default()
+        };
+        q.enqueue(&e, Some(&head), None).unwrap();
+        let batch = q.take_batch();
+        assert_eq!(batch.big.len(), 1, "only the large piece by reference");
+        assert_eq!(batch.big[0].1.as_ptr(), big.as_ptr());
+        let mut cursor = Cursor::new(&batch.small, &batch.big, 0);
+        let mut out = Vec::new();
+        while !cursor.done() {
+            let seg = cursor.segment(cursor.seg);
+            out.extend_from_slice(&seg[cursor.off..]);
+            let n = seg.len() - cursor.off;
+            cursor.advance(n.max(1).min(seg.len() - cursor.off));
+            if n == 0 {
+                cursor.seg += 1;
+                cursor.off = 0;
+            }
+        }
+        let mut want = Vec::new();
+        e.encode(&mut want);
+        assert_eq!(&out[out.len() - want.len()..], &want[..]);
     }
 }

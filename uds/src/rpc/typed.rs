@@ -36,8 +36,8 @@ impl Client {
         C: Encode<Req> + Decode<Resp>,
         Req: ?Sized,
     {
-        let data = C::encode(req).map_err(|e| codec_error("encoding the request", &e))?;
-        let reply = self.call_with(method, data, opts).await?;
+        let data = C::encode_payload(req).map_err(|e| codec_error("encoding the request", &e))?;
+        let reply = self.call_payload(method, data, opts).await?;
         C::decode(reply).map_err(|e| codec_error("decoding the reply", &e))
     }
 
@@ -110,7 +110,7 @@ impl ServerBuilder {
         F: Fn(Context, Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Resp, E>> + Send + 'static,
     {
-        self.handler(method, move |ctx, data: Bytes| {
+        self.handler_payload(method, move |ctx, data: Bytes| {
             let req = C::decode(data);
             let fut = req.map(|req| handler(ctx, req));
             async move {
@@ -118,7 +118,7 @@ impl ServerBuilder {
                     HandlerError::bad_data(format!("the request could not be decoded: {e}"))
                 })?;
                 let resp = fut.await.map_err(Into::into)?;
-                C::encode(&resp).map_err(|e| {
+                C::encode_payload(&resp).map_err(|e| {
                     HandlerError::server(format!("the reply could not be encoded: {e}"))
                 })
             }

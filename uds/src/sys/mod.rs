@@ -9,7 +9,9 @@
 //! `SAFETY:` note: `SO_PEERGROUPS` on Linux (`linux.rs`), `getgroups` on
 //! Apple platforms (`apple.rs`), where nix leaves it out, and in
 //! `process.rs` the `pre_exec` hook and taking ownership of descriptors
-//! (inherited, or received with `SCM_RIGHTS`).
+//! (inherited, or received with `SCM_RIGHTS`); and `segments.rs`, a
+//! `BufMut` (an `unsafe` trait) that lets protobuf encoding keep a large
+//! `Bytes` field by reference.
 //!
 //! Layout (tokio's `ucred.rs` shape): `linux.rs` and `apple.rs` hold the
 //! per-OS peer-credential code, `fs.rs` the `*at` file operations the socket
@@ -27,6 +29,8 @@ use nix::sys::socket::{self, AddressFamily, SockFlag, SockType, UnixAddr, sockop
 
 pub(crate) mod fs;
 pub(crate) mod process;
+#[cfg(feature = "proto")]
+pub(crate) mod segments;
 
 #[cfg(any(target_os = "linux", target_os = "android"))]
 mod linux;

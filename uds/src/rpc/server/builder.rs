@@ -13,6 +13,7 @@ use super::context::Context;
 use super::handler::{BidiHandler, ClientStreamHandler, ErasedHandler, FnHandler, StreamHandler};
 use super::items::RpcItems;
 use super::shared::Shared;
+use crate::codec::Payload;
 use crate::rpc::error::{BuildError, HandlerError};
 
 /// Registers handlers and sets limits; [`ServerBuilder::build`] makes the
@@ -111,6 +112,21 @@ impl ServerBuilder {
     where
         F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
+    {
+        self.insert(method.into(), Arc::new(FnHandler(handler)));
+        self
+    }
+
+    /// As [`handler`](Self::handler), for a handler whose reply is a
+    /// [`Payload`]: an encoded message whose large `bytes` field is written
+    /// to the socket from where it is, without a copy (what
+    /// [`Encode::encode_payload`](crate::codec::Encode::encode_payload)
+    /// makes of a protobuf message; the typed and generated proto handlers
+    /// use it).
+    pub fn handler_payload<F, Fut>(mut self, method: impl Into<String>, handler: F) -> Self
+    where
+        F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Payload, HandlerError>> + Send + 'static,
     {
         self.insert(method.into(), Arc::new(FnHandler(handler)));
         self

@@ -11,14 +11,19 @@ use tokio::time::Instant;
 use super::in_flight::{InFlightCalls, Seq};
 use super::items::RpcItems;
 use super::peers::Slots;
+use crate::codec::Payload;
 use crate::log_limit::{RateLimited, truncate};
 use crate::rpc::defaults::LOG_INTERVAL;
 use crate::rpc::envelope::EnvelopeRef;
 use crate::rpc::error::{ErrorCode, HandlerError};
 use crate::rpc::outbox::{Closed, Outbox};
 
-/// A handler's outcome, as the server replies it.
+/// A handler's outcome.
 pub(super) type Outcome = Result<Bytes, HandlerError>;
+
+/// A call's answer, as the server replies it (its data possibly in
+/// pieces).
+pub(super) type Answer = Result<Payload, HandlerError>;
 
 /// Longest error text sent in a reply; longer texts are cut.
 const MAX_ERROR_TEXT: usize = 16 * 1024;
@@ -44,12 +49,13 @@ impl ConnState {
     ///
     /// Cancel safe in that no partial frame is ever written; dropped while
     /// it waits for room, the reply is not sent.
-    pub(super) async fn reply(&self, id: u32, outcome: Outcome) {
+    pub(super) async fn reply(&self, id: u32, outcome: Answer) {
         let result = match outcome {
             Ok(data) => {
                 let env = EnvelopeRef {
                     id,
-                    data: &data,
+                    data: data.head(),
+                    more: data.rest(),
                     ..EnvelopeRef::default()
                 };
                 if env.encoded_len() > self.max_frame_len {
@@ -62,9 +68,9 @@ impl ConnState {
                 } else if self.calls.busy() {
                     // Other calls will reply too: leave it to the writer
                     // task, which batches the replies into one `writev`.
-                    self.outbox.push_batched(&env, Some(&data)).await
+                    self.outbox.push_batched(&env, Some(data.head())).await
                 } else {
-                    self.outbox.push(&env, Some(&data)).await
+                    self.outbox.push(&env, Some(data.head())).await
                 }
             }
             Err(e) => self.push_failure(id, &e, false).await,
@@ -154,7 +160,7 @@ pub(super) struct CallGuard {
 }
 
 impl CallGuard {
-    pub(super) async fn finish(self, outcome: Outcome) {
+    pub(super) async fn finish(self, outcome: Answer) {
         // Replying while still registered keeps graceful shutdown waiting
         // for the reply to be queued.
         self.conn.reply(self.id, outcome).await;

@@ -12,6 +12,7 @@ use tokio::time::Instant;
 use super::conn::{CallGuard, Outcome};
 use super::context::Context;
 use super::items::RpcItems;
+use crate::codec::Payload;
 use crate::rpc::envelope::EnvelopeRef;
 use crate::rpc::error::{ErrorCode, HandlerError};
 
@@ -163,7 +164,7 @@ where
                 }
                 Err(_) => Err(panicked()),
             };
-            call.finish(outcome).await;
+            call.finish(outcome.map(Payload::from)).await;
         })
         .abort_handle()
     }
@@ -264,10 +265,11 @@ where
 
 pub(super) struct FnHandler<F>(pub(super) F);
 
-impl<F, Fut> ErasedHandler for FnHandler<F>
+impl<F, Fut, O> ErasedHandler for FnHandler<F>
 where
     F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = Outcome> + Send + 'static,
+    Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    O: Into<Payload> + Send + 'static,
 {
     fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard, _: Option<RpcItems>) -> AbortHandle {
         // A handler that panics while *building* its future is caught too.
@@ -277,7 +279,7 @@ where
                 Ok(fut) => run_to_deadline(fut, call.deadline, call.expiry).await,
                 Err(_) => Err(panicked()),
             };
-            call.finish(outcome).await;
+            call.finish(outcome.map(Into::into)).await;
         })
         .abort_handle()
     }
@@ -294,11 +296,11 @@ pub(super) const EXPIRED_MAX_TIMEOUT: &str =
 pub(super) const EXPIRED_MAX_STREAM: &str =
     "the stream did not finish within the server's limit on a stream's time (max_stream_duration)";
 
-async fn run_to_deadline<Fut: Future<Output = Outcome>>(
+async fn run_to_deadline<O, Fut: Future<Output = Result<O, HandlerError>>>(
     fut: Fut,
     deadline: Option<Instant>,
     expiry: &'static str,
-) -> Outcome {
+) -> Result<O, HandlerError> {
     let guarded = AssertUnwindSafe(fut).catch_unwind();
     let result = match deadline {
         Some(at) => match tokio::time::timeout_at(at, guarded).await {
