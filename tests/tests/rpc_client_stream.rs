@@ -602,3 +602,141 @@ async fn the_server_sets_the_client_stream_window() {
     assert_eq!(reply.await.unwrap(), "100 100");
     producer.await.unwrap();
 }
+
+/// A server with one call slot, held by `/hold` until `release` is notified.
+fn one_slot_server(release: Arc<tokio::sync::Notify>) -> Server {
+    Server::builder()
+        .max_calls_per_connection(1)
+        .handler("/hold", move |_, _| {
+            let release = release.clone();
+            async move {
+                release.notified().await;
+                Ok(Bytes::new())
+            }
+        })
+        .handler("/noop", |_, _| async move { Ok(Bytes::new()) })
+        .client_streaming("/sum", |_, _, items| sum(items))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_empty_stream_may_end_while_its_call_waits_for_a_slot() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let server = one_slot_server(release.clone());
+    let client = pair_client(&server);
+    let hold = tokio::spawn({
+        let client = client.clone();
+        async move { client.call("/hold", "").await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (tx, reply) = client
+        .call_client_stream("/sum", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap();
+    tx.finish().await.unwrap(); // before any credit: the call waits
+    release.notify_one();
+    assert_eq!(reply.await.unwrap(), "0 0");
+    hold.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_full_queue_does_not_stall_a_running_upload() {
+    let server = Server::builder()
+        .max_calls_per_connection(1)
+        .handler("/noop", |_, _| async move { Ok(Bytes::new()) })
+        .client_streaming("/sum", |_, _, items| sum(items))
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    let (mut tx, reply) = client
+        .call_client_stream("/sum", Bytes::new(), CallOptions::default())
+        .await
+        .unwrap();
+    tx.send("a".into()).await.unwrap();
+    // The upload holds the only slot; these fill the queue (64) and more.
+    let noops: Vec<_> = (0..100)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.call("/noop", "").await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The upload's items and end still get through.
+    tx.send("bc".into()).await.unwrap();
+    tx.finish().await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), reply)
+        .await
+        .expect("the upload stalled behind a full queue");
+    assert_eq!(got.unwrap(), "2 3");
+    let mut refused = 0;
+    for n in noops {
+        match n.await.unwrap() {
+            Ok(_) => {}
+            Err(RpcError::Server { message }) if message == uds::rpc::TOO_MANY_CALLS => {
+                refused += 1;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert!(
+        refused > 0,
+        "some calls beyond the queue were refused at once"
+    );
+}
+
+#[tokio::test]
+async fn send_waiting_for_credit_keeps_to_the_deadline() {
+    // Nobody serves the other end: no credit will ever come.
+    let (a, _b) = uds::net::pair().unwrap();
+    let client = Client::new(a);
+    let opts = CallOptions::timeout(Duration::from_millis(300));
+    let (mut tx, reply) = client
+        .call_client_stream("/sum", Bytes::new(), opts)
+        .await
+        .unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(3), tx.send("x".into()))
+        .await
+        .expect("send ignored the call's deadline");
+    assert!(
+        matches!(sent, Err(RpcError::DeadlineExceeded { .. })),
+        "{sent:?}"
+    );
+    assert!(matches!(
+        reply.await,
+        Err(RpcError::DeadlineExceeded { .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_waiting_for_a_slot_hears_keepalives() {
+    let release = Arc::new(tokio::sync::Notify::new());
+    let server = one_slot_server(release.clone());
+    let client = pair_client(&server);
+    let hold = tokio::spawn({
+        let client = client.clone();
+        async move {
+            client
+                .call_with(
+                    "/hold",
+                    Bytes::new(),
+                    CallOptions::timeout(Duration::from_secs(60)),
+                )
+                .await
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let opts = CallOptions::default().with_idle_timeout(Duration::from_secs(1));
+    let (tx, reply) = client
+        .call_client_stream("/sum", Bytes::new(), opts)
+        .await
+        .unwrap();
+    // Queued for 10 s, ten times the idle bound: keep-alives say it lives.
+    let reply = tokio::spawn(reply);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!reply.is_finished(), "the queued call was taken for dead");
+    tx.finish().await.unwrap();
+    release.notify_one();
+    assert_eq!(reply.await.unwrap().unwrap(), "0 0");
+    hold.await.unwrap().unwrap();
+}

@@ -18,7 +18,15 @@ where
     S: Stream<Item = T>,
 {
     let mut items = std::pin::pin!(items);
-    while let Some(item) = items.next().await {
+    loop {
+        // A call that ended stops the producer even while it waits for
+        // its next item (it may never come).
+        let next = tokio::select! {
+            biased;
+            () = tx.closed() => return,
+            next = items.next() => next,
+        };
+        let Some(item) = next else { break };
         let bytes = match encode(&item) {
             Ok(bytes) => bytes,
             Err(e) => {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -30,6 +30,7 @@ const MAX_TIMEOUT: Duration = Duration::from_secs(3_000_000_000);
 
 mod upload;
 
+use upload::SendCredit;
 pub use upload::{RpcReply, RpcSender};
 
 type Reply = Result<Bytes, RpcError>;
@@ -232,8 +233,9 @@ pub struct CallOptions {
     /// a keep-alive every third of it, so a live server that has nothing to
     /// send never trips it, and a hung or vanished one is noticed.
     pub idle_timeout: Option<Duration>,
-    /// For a [streaming call](Client::call_stream): the items the client
-    /// lets the server send ahead of the consumer (default
+    /// For a [server-streaming](Client::call_stream) or
+    /// [bidirectional](Client::call_bidi) call: the items the client lets
+    /// the server send ahead of the consumer (default
     /// [`DEFAULT_STREAM_WINDOW`](super::DEFAULT_STREAM_WINDOW); at least 1,
     /// at most 4096, the most credit a uds server lets a client hold). What
     /// a stream can hold buffered is this many items of up to the frame
@@ -361,7 +363,7 @@ struct UploadWaiter {
     tx: oneshot::Sender<Reply>,
     /// The credit the server granted for the client's items; closed when
     /// the call ends, which stops the sender.
-    sending: Arc<Semaphore>,
+    sending: Arc<SendCredit>,
     /// When the server last sent anything for the call.
     heard: Instant,
 }
@@ -379,7 +381,7 @@ struct StreamWaiter {
     credit: u32,
     /// For a bidirectional call: the credit for the client's items (as
     /// [`UploadWaiter::sending`]).
-    sending: Option<Arc<Semaphore>>,
+    sending: Option<Arc<SendCredit>>,
     /// When the server last sent anything for the call.
     heard: Instant,
 }
@@ -403,7 +405,7 @@ impl Waiter {
     }
 
     /// The credit for the client's items, for a call that streams them.
-    fn sending(&self) -> Option<&Arc<Semaphore>> {
+    fn sending(&self) -> Option<&Arc<SendCredit>> {
         match self {
             Waiter::Unary(_) => None,
             Waiter::Upload(w) => Some(&w.sending),
@@ -414,7 +416,7 @@ impl Waiter {
     /// The call is over: its sender, if any, stops.
     fn close_sending(&self) {
         if let Some(s) = self.sending() {
-            s.close();
+            s.end();
         }
     }
 
@@ -796,7 +798,7 @@ impl Client {
         let now = Instant::now();
         // The server grants credit for the client's items once the call
         // starts: none before.
-        let sending = (kind != Kind::ServerStream).then(|| Arc::new(Semaphore::new(0)));
+        let sending = (kind != Kind::ServerStream).then(|| Arc::new(SendCredit::default()));
         let watch = || CallWatch::new(timeout, idle.map(|(i, _)| i));
         let (id, stream, reply) = if receives {
             // The window's items and the end: see `StreamWaiter`.
@@ -821,9 +823,7 @@ impl Client {
             let (tx, rx) = oneshot::channel();
             let id = self.register(Waiter::Upload(UploadWaiter {
                 tx,
-                sending: sending
-                    .clone()
-                    .unwrap_or_else(|| Arc::new(Semaphore::new(0))),
+                sending: sending.clone().unwrap_or_default(),
                 heard: now,
             }))?;
             let reply = RpcReply::new(self.clone(), id, rx, watch());
@@ -842,7 +842,18 @@ impl Client {
             inner.calls.lock().pending.remove(&id);
             return Err(closed.into_rpc_error());
         }
-        Ok((Opened { id, sending, reply }, stream))
+        let deadline = timeout.map(|t| (now + t, t));
+        let idle = idle.map(|(i, _)| i);
+        Ok((
+            Opened {
+                id,
+                sending,
+                reply,
+                deadline,
+                idle,
+            },
+            stream,
+        ))
     }
 
     fn register(&self, waiter: Waiter) -> Result<u32, RpcError> {
@@ -879,8 +890,11 @@ enum Kind {
 /// A streaming call whose request has been sent.
 struct Opened {
     id: u32,
-    sending: Option<Arc<Semaphore>>,
+    sending: Option<Arc<SendCredit>>,
     reply: Option<RpcReply>,
+    /// The call's deadline and timeout, if the caller set one.
+    deadline: Option<(Instant, Duration)>,
+    idle: Option<Duration>,
 }
 
 impl Opened {
@@ -889,7 +903,13 @@ impl Opened {
             .sending
             .clone()
             .ok_or_else(|| RpcError::closed("no sender"))?;
-        Ok(RpcSender::new(client.clone(), self.id, credit))
+        Ok(RpcSender::new(
+            client.clone(),
+            self.id,
+            credit,
+            self.deadline,
+            self.idle,
+        ))
     }
 }
 
@@ -1122,8 +1142,7 @@ fn deliver(calls: &CallTable, env: Envelope) -> Option<u32> {
     if control && env.credit > 0 && env.data.is_empty() {
         // Credit for the client's items; capped like the server caps ours.
         if let Some(sending) = waiter.sending() {
-            let room = (MAX_STREAM_CREDIT as usize).saturating_sub(sending.available_permits());
-            sending.add_permits((env.credit as usize).min(room));
+            sending.grant(env.credit);
         }
         return None;
     }
@@ -1133,7 +1152,7 @@ fn deliver(calls: &CallTable, env: Envelope) -> Option<u32> {
     let tx = match st.pending.remove(&id) {
         Some(Waiter::Unary(tx)) => tx,
         Some(Waiter::Upload(w)) => {
-            w.sending.close();
+            w.sending.end();
             w.tx
         }
         _ => return None,
@@ -1141,7 +1160,7 @@ fn deliver(calls: &CallTable, env: Envelope) -> Option<u32> {
     drop(st);
     let reply = if env.stream_item || env.stream_end {
         Err(RpcError::Protocol {
-            reason: "stream items in reply to a unary call".into(),
+            reason: "stream items in reply to a call that expects one reply".into(),
         })
     } else if env.err_type == 0 {
         Ok(env.data)
@@ -1207,7 +1226,7 @@ fn deliver_to_stream(mut st: MutexGuard<'_, CallState>, env: Envelope) -> Option
         };
         if let Some(Waiter::Stream(w)) = st.pending.remove(&id) {
             if let Some(s) = &w.sending {
-                s.close();
+                s.end();
             }
             // Cannot be full: there is room for the end beyond the window.
             let _ = w.tx.try_send(StreamEvent::End(end));

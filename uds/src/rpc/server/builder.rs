@@ -62,7 +62,8 @@ impl ServerBuilder {
     /// call's argument and the client's items ([`RpcItems`], which end when
     /// the client has sent its last), and returns one reply. The client may
     /// send only as many items as the server has granted credit for (a
-    /// window of 16, renewed as the handler takes them), so a slow handler
+    /// window of [`client_stream_window`](Self::client_stream_window)
+    /// items, renewed as the handler takes them), so a slow handler
     /// slows the client and memory stays bounded. A handler may answer
     /// before taking every item: the client's sender then stops. A call has
     /// a deadline only if the client set one, capped by

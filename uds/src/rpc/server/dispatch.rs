@@ -86,6 +86,12 @@ impl Session {
             calls.end_items(env.id)
         };
         let refusal = match outcome {
+            // An end needs no credit: an empty stream may end before its
+            // call starts.
+            ItemOutcome::NoCall if env.stream_end && parked.end_items(env.id) => return,
+            ItemOutcome::NoCall if env.stream_end && parked.contains(env.id) => {
+                "a second end of the client's items"
+            }
             ItemOutcome::NoCall if parked.contains(env.id) => {
                 "a stream item for a call that has not started (no credit was granted)"
             }
@@ -178,6 +184,8 @@ impl Session {
             deadline,
             expiry,
             retained: 0,
+            items_ended: false,
+            alive_at: Instant::now(),
         };
         // Start at once if a slot is free and nobody is queued ahead.
         if parked.is_empty()
@@ -186,7 +194,9 @@ impl Session {
             self.start_call(call, slots).await;
             return;
         }
-        if !parked.reserve() {
+        // Past its room the queue is only read for the sake of client
+        // streams in flight (their items must get through): refuse.
+        if !parked.has_room() || !parked.reserve() {
             if let Some(suppressed) = shared.logs.too_many_calls.allow() {
                 tracing::warn!(peer = %peer, suppressed, "refusing a call: too many calls from this peer");
             }
@@ -208,6 +218,7 @@ impl Session {
             handler,
             deadline,
             expiry,
+            items_ended,
             ..
         } = call;
         let id = env.id;
@@ -232,14 +243,15 @@ impl Session {
         let (items_tx, items) = if kind.takes_items() {
             let (tx, rx) = tokio::sync::mpsc::channel(window as usize);
             let items = RpcItems::new(rx, state.clone(), id, window);
-            (Some(tx), Some(items))
+            // Items the client already ended: none will come.
+            (if items_ended { None } else { Some(tx) }, Some(items))
         } else {
             (None, None)
         };
         let keepalive = (kind.is_stream() && env.keepalive_ms > 0)
             .then(|| Duration::from_millis(u64::from(env.keepalive_ms)).max(MIN_KEEPALIVE));
         let seq = state.calls.insert(id, credits.clone(), items_tx);
-        if items.is_some() {
+        if items.is_some() && !items_ended {
             // The client may now send the window's items. A connection
             // that cannot take the grant is ending, and the call with it.
             let grant = EnvelopeRef {

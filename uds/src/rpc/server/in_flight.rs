@@ -77,6 +77,12 @@ impl InFlightCalls {
         self.lock().calls.contains_key(&id)
     }
 
+    /// Whether a running call still waits for items from the client (so
+    /// the connection must go on being read for them).
+    pub(super) fn taking_items(&self) -> bool {
+        self.lock().calls.values().any(|e| e.items.is_some())
+    }
+
     /// Whether more than one call is running (so more replies follow).
     pub(super) fn busy(&self) -> bool {
         self.lock().calls.len() > 1

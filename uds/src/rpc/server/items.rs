@@ -16,10 +16,14 @@ use crate::rpc::envelope::EnvelopeRef;
 /// ends (`None`) when the client has sent its last one.
 ///
 /// The client may send only as many items as the server has granted credit
-/// for: the server's window (16) at first, and more as the handler takes
-/// them, so a slow handler slows the client's producer and memory stays
+/// for: the server's window
+/// ([`client_stream_window`](crate::rpc::ServerBuilder::client_stream_window),
+/// 16 by default) at first, and more as the handler takes them, so a slow handler slows the client's producer and memory stays
 /// bounded. A client that cancels the call, or whose connection closes,
-/// cancels the handler too (its future is dropped).
+/// cancels the handler too (its future is dropped). Dropping the items
+/// while the call goes on (a bidirectional handler that only streams back)
+/// drops whatever the client still sends, and the client's producer then
+/// waits for credit until the call ends.
 #[derive(Debug)]
 pub struct RpcItems {
     rx: mpsc::Receiver<Bytes>,

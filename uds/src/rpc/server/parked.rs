@@ -4,13 +4,16 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::handler::ErasedHandler;
 use super::peers::Usage;
-use crate::rpc::envelope::Envelope;
+use crate::rpc::defaults::MIN_KEEPALIVE;
+use crate::rpc::envelope::{Envelope, EnvelopeRef};
+use crate::rpc::outbox::Outbox;
 
 /// Requests that may wait for a call slot per connection, at least.
 pub(super) const MIN_PARKED: usize = 64;
@@ -34,6 +37,12 @@ pub(super) struct Parked {
     pub(super) expiry: &'static str,
     /// Bytes this request keeps alive while it waits (see [`detach`]).
     pub(super) retained: usize,
+    /// For a client stream: the client ended its items before the call
+    /// started (an empty stream needs no credit).
+    pub(super) items_ended: bool,
+    /// For a stream that asked for keep-alives: when the last one was sent
+    /// while it waits, so that a busy server is not taken for a dead one.
+    pub(super) alive_at: Instant,
 }
 
 /// A connection's requests waiting for a call slot, with a running count of
@@ -143,6 +152,40 @@ impl ParkedQueue {
         self.queue.iter().any(|p| p.env.id == id)
     }
 
+    /// The client ended the items of waiting call `id`; whether it waits
+    /// and had not ended them already.
+    pub(super) fn end_items(&mut self, id: u32) -> bool {
+        match self.queue.iter_mut().find(|p| p.env.id == id) {
+            Some(p) if p.env.client_stream && !p.items_ended => {
+                p.items_ended = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether a waiting stream asked for keep-alives.
+    pub(super) fn wants_keepalives(&self) -> bool {
+        self.queue.iter().any(|p| p.env.keepalive_ms > 0)
+    }
+
+    /// Sends a keep-alive to each waiting stream whose interval has passed
+    /// (best effort: a connection that cannot take it is ending).
+    pub(super) fn send_keepalives(&mut self, outbox: &Outbox, now: Instant) {
+        for p in self.queue.iter_mut().filter(|p| p.env.keepalive_ms > 0) {
+            let every = Duration::from_millis(u64::from(p.env.keepalive_ms)).max(MIN_KEEPALIVE);
+            if now.saturating_duration_since(p.alive_at) >= every {
+                p.alive_at = now;
+                let alive = EnvelopeRef {
+                    id: p.env.id,
+                    keepalive: true,
+                    ..EnvelopeRef::default()
+                };
+                let _ = outbox.push_now(&alive);
+            }
+        }
+    }
+
     /// Removes the request with this id; whether there was one.
     pub(super) fn remove(&mut self, id: u32) -> bool {
         let Some(i) = self.queue.iter().position(|p| p.env.id == id) else {
@@ -231,6 +274,8 @@ mod tests {
             deadline: None,
             expiry: "",
             retained,
+            items_ended: false,
+            alive_at: Instant::now(),
         }
     }
 

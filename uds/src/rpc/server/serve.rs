@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::conn::ConnState;
 use super::dispatch::Session;
@@ -19,6 +20,7 @@ use super::shared::Shared;
 use crate::cred::Cred;
 use crate::frame::{FrameConfig, FrameError, FrameReader};
 use crate::net::{Conn, ReadHalf};
+use crate::rpc::defaults::MIN_KEEPALIVE;
 use crate::rpc::error::HandlerError;
 use crate::rpc::outbox::Outbox;
 
@@ -119,6 +121,8 @@ async fn read_loop(s: &Session, reader: &mut Reader, parked: &mut ParkedQueue) -
         hold,
         permits,
     } = s;
+    let mut keepalives = tokio::time::interval(MIN_KEEPALIVE);
+    keepalives.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let frame = tokio::select! {
             biased;
@@ -144,15 +148,25 @@ async fn read_loop(s: &Session, reader: &mut Reader, parked: &mut ParkedQueue) -
                 }
                 return ReadEnd::Idle;
             }
-            f = reader.read_frame(), if parked.has_room() => f,
+            // A stream waiting for a slot hears keep-alives, so that a busy
+            // server is not taken for a dead one.
+            _ = keepalives.tick(), if parked.wants_keepalives() => {
+                parked.send_keepalives(&state.outbox, Instant::now());
+                continue;
+            }
+            // A full queue stops the reading (backpressure), unless running
+            // client streams need their items: new requests are then refused.
+            f = reader.read_frame(), if parked.has_room() || state.calls.taking_items() => f,
         };
         let body = match frame_body(shared, peer, frame) {
             Ok(body) => body,
             Err(end) => return end,
         };
         tokio::select! {
-            () = shared.stop_accepting.cancelled() => return ReadEnd::Stopped,
+            biased;
+            // A frame read is handled, even if the server starts stopping.
             () = s.handle_frame(parked, body) => {}
+            () = shared.stop_accepting.cancelled() => return ReadEnd::Stopped,
         }
         // Frames already in the read buffer are handed out without touching
         // the socket, so without this a peer that keeps the buffer full
