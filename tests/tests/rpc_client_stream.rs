@@ -231,17 +231,7 @@ async fn dropping_the_reply_cancels_the_handler_within_100ms() {
     started.notified().await;
     tx.send("x".into()).await.unwrap();
     drop(reply);
-    eventually(
-        "the handler was dropped",
-        Duration::from_millis(100),
-        || dropped.load(Ordering::SeqCst),
-    )
-    .await;
-    // And the sender learns the call is over.
-    assert!(matches!(
-        tx.send("y".into()).await,
-        Err(RpcError::StreamClosed { .. })
-    ));
+    handler_gone_and_sender_closed(&dropped, &mut tx).await;
 }
 
 #[tokio::test]
@@ -294,24 +284,43 @@ async fn bidirectional_items_flow_both_ways_at_once() {
     producer.await.unwrap();
 }
 
-#[tokio::test]
-async fn dropping_a_bidirectional_stream_cancels_the_handler_within_100ms() {
-    let dropped = Arc::new(AtomicBool::new(false));
-    let server = Server::builder()
-        .bidi_streaming("/hold", {
-            let dropped = dropped.clone();
-            move |_, _, items| {
-                let flag = DropFlag(dropped.clone());
-                async move {
-                    Ok(items.map(move |b| {
-                        let _keep = &flag;
-                        Ok::<_, HandlerError>(b)
-                    }))
-                }
+/// Within 100 ms the handler is dropped, and then the sender says the
+/// call is over.
+async fn handler_gone_and_sender_closed(dropped: &AtomicBool, tx: &mut uds::rpc::RpcSender) {
+    eventually(
+        "the handler was dropped",
+        Duration::from_millis(100),
+        || dropped.load(Ordering::SeqCst),
+    )
+    .await;
+    let sent = tx.send("more".into()).await;
+    assert!(
+        matches!(sent, Err(RpcError::StreamClosed { .. })),
+        "{sent:?}"
+    );
+}
+
+/// A server whose `/hold` echoes its items back, setting `dropped` when
+/// the handler's stream is dropped.
+fn echo_until_dropped(dropped: Arc<AtomicBool>) -> Server {
+    Server::builder()
+        .bidi_streaming("/hold", move |_, _, items| {
+            let flag = DropFlag(dropped.clone());
+            async move {
+                Ok(items.map(move |b| {
+                    let _keep = &flag;
+                    Ok::<_, HandlerError>(b)
+                }))
             }
         })
         .build()
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn dropping_a_bidirectional_stream_cancels_the_handler_within_100ms() {
+    let dropped = Arc::new(AtomicBool::new(false));
+    let server = echo_until_dropped(dropped.clone());
     let client = pair_client(&server);
     let (mut tx, mut rx) = client
         .call_bidi("/hold", Bytes::new(), CallOptions::default())
@@ -320,16 +329,7 @@ async fn dropping_a_bidirectional_stream_cancels_the_handler_within_100ms() {
     tx.send("one".into()).await.unwrap();
     assert_eq!(rx.next().await.unwrap().unwrap(), "one");
     drop(rx);
-    eventually(
-        "the handler was dropped",
-        Duration::from_millis(100),
-        || dropped.load(Ordering::SeqCst),
-    )
-    .await;
-    assert!(matches!(
-        tx.send("two".into()).await,
-        Err(RpcError::StreamClosed { .. })
-    ));
+    handler_gone_and_sender_closed(&dropped, &mut tx).await;
 }
 
 #[tokio::test]
@@ -440,21 +440,7 @@ async fn a_server_shutting_down_lets_a_client_stream_finish_and_refuses_new_ones
 #[tokio::test]
 async fn the_client_going_away_cancels_the_handler() {
     let dropped = Arc::new(AtomicBool::new(false));
-    let server = Server::builder()
-        .bidi_streaming("/hold", {
-            let dropped = dropped.clone();
-            move |_, _, items| {
-                let flag = DropFlag(dropped.clone());
-                async move {
-                    Ok(items.map(move |b| {
-                        let _keep = &flag;
-                        Ok::<_, HandlerError>(b)
-                    }))
-                }
-            }
-        })
-        .build()
-        .unwrap();
+    let server = echo_until_dropped(dropped.clone());
     let client = pair_client(&server);
     let (mut tx, mut rx) = client
         .call_bidi("/hold", Bytes::new(), CallOptions::default())
