@@ -18,7 +18,8 @@ pub struct Payload {
 }
 
 impl Payload {
-    /// A message in three pieces.
+    /// A message in three pieces (only protobuf encoding makes them).
+    #[cfg_attr(not(feature = "proto"), allow(dead_code))]
     pub(crate) fn pieces(head: Bytes, big: Bytes, tail: Bytes) -> Self {
         Payload {
             head,
