@@ -671,10 +671,7 @@ fn stream_compare(old: &serde_json::Value, new: &serde_json::Value) {
         let (Some(io), Some(inew)) = (num(o, "items_per_s"), num(&n, "items_per_s")) else {
             continue;
         };
-        let floor = match (num(o, "vs_floor"), num(&n, "vs_floor")) {
-            (Some(a), Some(b)) => format!("{a:.2} → {b:.2}"),
-            _ => "-".to_owned(),
-        };
+        let floor = floor_change(o, &n);
         println!(
             "| {} | {} | {} | {io:.0} → {inew:.0} | {:+.1} % | {floor} |",
             n["row"].as_str().unwrap_or("?"),
@@ -800,6 +797,14 @@ allocations with 1 user, client + server",
     }
 }
 
+/// A cell's × floor, old → new, or `-` if either run lacks it.
+fn floor_change(old: &serde_json::Value, new: &serde_json::Value) -> String {
+    match (old["vs_floor"].as_f64(), new["vs_floor"].as_f64()) {
+        (Some(a), Some(b)) => format!("{a:.2} → {b:.2}"),
+        _ => "-".to_owned(),
+    }
+}
+
 /// Prints, per cell present in both, the change from an earlier `--json`
 /// run to this one.
 fn compare(old: &serde_json::Value, new: &serde_json::Value) {
@@ -819,10 +824,7 @@ fn compare(old: &serde_json::Value, new: &serde_json::Value) {
         let (Some(ro), Some(rn)) = (num(o, "rps"), num(&n, "rps")) else {
             continue;
         };
-        let floor = match (num(o, "vs_floor"), num(&n, "vs_floor")) {
-            (Some(a), Some(b)) => format!("{a:.2} → {b:.2}"),
-            _ => "-".to_owned(),
-        };
+        let floor = floor_change(o, &n);
         println!(
             "| {} | {} | {ro:.0} → {rn:.0} | {:+.1} % | {floor} |",
             n["row"].as_str().unwrap_or("?"),
