@@ -726,3 +726,64 @@ async fn a_stream_waiting_for_a_slot_hears_keepalives() {
     assert_eq!(reply.await.unwrap().unwrap(), "0 0");
     hold.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn items_handlers_have_not_taken_are_bounded_in_bytes_per_connection() {
+    // Four uploads whose handlers take nothing yet, each with credit for 16
+    // items of 1 MiB: 64 MiB if credit alone bounded them.
+    let go = Arc::new(tokio::sync::Notify::new());
+    let server = Server::builder()
+        .client_streaming("/wait", {
+            let go = go.clone();
+            move |_, _, items| {
+                let go = go.clone();
+                async move {
+                    go.notified().await;
+                    sum(items).await
+                }
+            }
+        })
+        .build()
+        .unwrap();
+    let client = pair_client(&server);
+    let sent = Arc::new(AtomicUsize::new(0));
+    let mut uploads = Vec::new();
+    for _ in 0..4 {
+        let (mut tx, reply) = client
+            .call_client_stream("/wait", Bytes::new(), CallOptions::default())
+            .await
+            .unwrap();
+        let sent = sent.clone();
+        uploads.push((
+            tokio::spawn(async move {
+                let item = Bytes::from(vec![1u8; 1024 * 1024]);
+                for _ in 0..16 {
+                    tx.send(item.clone()).await.unwrap();
+                    sent.fetch_add(1, Ordering::SeqCst);
+                }
+                tx.finish().await.unwrap();
+            }),
+            reply,
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The server holds at most 16 MiB (and one frame) for its handlers; the
+    // rest waits in the client's write queue (4 MiB) and the socket.
+    let ahead = sent.load(Ordering::SeqCst);
+    assert!(
+        ahead <= 26,
+        "{ahead} items of 1 MiB sent to handlers that took none"
+    );
+    // Once the handlers take their items, everything flows.
+    for _ in 0..4 {
+        go.notify_one();
+    }
+    for (producer, reply) in uploads {
+        let got = tokio::time::timeout(Duration::from_secs(30), reply)
+            .await
+            .expect("an upload stalled after its handler started taking")
+            .unwrap();
+        assert_eq!(got, format!("16 {}", 16 * 1024 * 1024));
+        producer.await.unwrap();
+    }
+}

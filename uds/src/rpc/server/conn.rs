@@ -40,6 +40,50 @@ pub(super) struct ConnState {
     pub(super) outbox: Outbox,
     pub(super) calls: Arc<InFlightCalls>,
     pub(super) max_frame_len: usize,
+    /// Client-stream items read but not yet taken by their handlers.
+    pub(super) items: ItemBudget,
+}
+
+/// The bytes of client-stream items a connection holds for its handlers,
+/// bounded like its queue of waiting requests: past
+/// [`MAX_BUFFERED_ITEM_BYTES`] the connection is not read until handlers
+/// take some (credit bounds items, not bytes).
+#[derive(Debug, Default)]
+pub(super) struct ItemBudget {
+    bytes: std::sync::atomic::AtomicUsize,
+    /// Notified when the bytes fall back under the bound.
+    room: tokio::sync::Notify,
+}
+
+/// See [`ItemBudget`]: the same bound as a connection's waiting requests.
+pub(super) const MAX_BUFFERED_ITEM_BYTES: usize = 16 * 1024 * 1024;
+
+impl ItemBudget {
+    /// An item of `len` bytes was handed to a handler's queue.
+    pub(super) fn add(&self, len: usize) {
+        self.bytes
+            .fetch_add(len, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    /// An item of `len` bytes left a handler's queue (taken or dropped).
+    pub(super) fn remove(&self, len: usize) {
+        let before = self
+            .bytes
+            .fetch_sub(len, std::sync::atomic::Ordering::AcqRel);
+        if before >= MAX_BUFFERED_ITEM_BYTES && before - len < MAX_BUFFERED_ITEM_BYTES {
+            self.room.notify_one();
+        }
+    }
+
+    /// Whether the connection may be read for more items.
+    pub(super) fn has_room(&self) -> bool {
+        self.bytes.load(std::sync::atomic::Ordering::Acquire) < MAX_BUFFERED_ITEM_BYTES
+    }
+
+    /// Completes once there may be room again.
+    pub(super) async fn room(&self) {
+        self.room.notified().await;
+    }
 }
 
 impl ConnState {

@@ -81,7 +81,14 @@ impl Session {
     async fn client_item(&self, parked: &mut ParkedQueue, env: Envelope) {
         let calls = &self.state.calls;
         let outcome = if env.stream_item {
-            calls.push_item(env.id, env.data)
+            let len = env.data.len();
+            // Counted before the handler can take (and uncount) it.
+            self.state.items.add(len);
+            let outcome = calls.push_item(env.id, env.data);
+            if outcome != ItemOutcome::Delivered {
+                self.state.items.remove(len);
+            }
+            outcome
         } else {
             calls.end_items(env.id)
         };

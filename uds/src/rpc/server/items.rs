@@ -61,7 +61,8 @@ impl RpcItems {
 
     fn poll_next_item(&mut self, cx: &mut TaskContext<'_>) -> Poll<Option<Bytes>> {
         let item = std::task::ready!(self.rx.poll_recv(cx));
-        if item.is_some() {
+        if let Some(item) = &item {
+            self.conn.items.remove(item.len());
             self.taken += 1;
             if self.taken >= self.window / 2 {
                 // Room for this many more. If the connection is gone, so
@@ -76,6 +77,16 @@ impl RpcItems {
             }
         }
         Poll::Ready(item)
+    }
+}
+
+impl Drop for RpcItems {
+    fn drop(&mut self) {
+        // Items still queued leave the connection's budget with it.
+        self.rx.close();
+        while let Ok(item) = self.rx.try_recv() {
+            self.conn.items.remove(item.len());
+        }
     }
 }
 

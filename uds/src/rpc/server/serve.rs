@@ -51,6 +51,7 @@ pub(super) async fn serve_conn(shared: Arc<Shared>, conn: Conn) {
     let peer = conn.peer_cred().clone();
     let (rd, wr) = conn.into_split();
     let state = Arc::new(ConnState {
+        items: super::conn::ItemBudget::default(),
         outbox: Outbox::new(wr, shared.config.write_queue, shared.config.write_stall),
         calls: Arc::new(InFlightCalls::default()),
         max_frame_len: shared.config.max_frame_len,
@@ -154,9 +155,12 @@ async fn read_loop(s: &Session, reader: &mut Reader, parked: &mut ParkedQueue) -
                 parked.send_keepalives(&state.outbox, Instant::now());
                 continue;
             }
+            // Handlers hold too many bytes of items: wait until they take some.
+            () = state.items.room(), if !state.items.has_room() => continue,
             // A full queue stops the reading (backpressure), unless running
             // client streams need their items: new requests are then refused.
-            f = reader.read_frame(), if parked.has_room() || state.calls.taking_items() => f,
+            f = reader.read_frame(),
+                if state.items.has_room() && (parked.has_room() || state.calls.taking_items()) => f,
         };
         let body = match frame_body(shared, peer, frame) {
             Ok(body) => body,
