@@ -64,6 +64,22 @@ fn server() -> Server {
         .unwrap()
 }
 
+/// `builder` with `/wait`: a client stream whose handler takes nothing until
+/// `go` is notified, then answers as [`sum`] does.
+fn wait_then_sum(builder: uds::rpc::ServerBuilder, go: &Arc<tokio::sync::Notify>) -> Server {
+    let go = go.clone();
+    builder
+        .client_streaming("/wait", move |_, _, items| {
+            let go = go.clone();
+            async move {
+                go.notified().await;
+                sum(items).await
+            }
+        })
+        .build()
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_client_stream_delivers_every_item_in_order_then_the_reply() {
     let server = server();
@@ -553,20 +569,7 @@ async fn a_bidirectional_handler_that_ends_stops_the_producer_within_100ms() {
 #[tokio::test]
 async fn the_server_sets_the_client_stream_window() {
     let go = Arc::new(tokio::sync::Notify::new());
-    let server = Server::builder()
-        .client_stream_window(4)
-        .client_streaming("/wait", {
-            let go = go.clone();
-            move |_, _, items| {
-                let go = go.clone();
-                async move {
-                    go.notified().await;
-                    sum(items).await
-                }
-            }
-        })
-        .build()
-        .unwrap();
+    let server = wait_then_sum(Server::builder().client_stream_window(4), &go);
     let client = pair_client(&server);
     let (mut tx, reply) = client
         .call_client_stream("/wait", Bytes::new(), CallOptions::default())
@@ -732,19 +735,7 @@ async fn items_handlers_have_not_taken_are_bounded_in_bytes_per_connection() {
     // Four uploads whose handlers take nothing yet, each with credit for 16
     // items of 1 MiB: 64 MiB if credit alone bounded them.
     let go = Arc::new(tokio::sync::Notify::new());
-    let server = Server::builder()
-        .client_streaming("/wait", {
-            let go = go.clone();
-            move |_, _, items| {
-                let go = go.clone();
-                async move {
-                    go.notified().await;
-                    sum(items).await
-                }
-            }
-        })
-        .build()
-        .unwrap();
+    let server = wait_then_sum(Server::builder(), &go);
     let client = pair_client(&server);
     let sent = Arc::new(AtomicUsize::new(0));
     let mut uploads = Vec::new();
