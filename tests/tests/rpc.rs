@@ -590,3 +590,47 @@ async fn a_server_serving_a_listener_outlives_its_last_handle() {
         "still here"
     );
 }
+
+/// A handler that computes without awaiting holds its connection's reading
+/// once at most. Alone on its connection, its first call runs on the spot
+/// (in the connection's reader); its first poll is long, so its later calls
+/// get tasks of their own and another call on the same connection is
+/// answered while one runs. With calls on the spot turned off, not even the
+/// first holds the reading.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handler_that_computes_without_awaiting_holds_its_connection_once_at_most() {
+    for on_the_spot in [true, false] {
+        let server = Server::builder()
+            .calls_on_the_spot(on_the_spot)
+            .handler("/spin", |_, req| async move {
+                // Blocks without awaiting; `block_in_place` hands the
+                // worker's other tasks on, so that only the connection's
+                // reading could be held up (if the call ran in the reader).
+                tokio::task::block_in_place(|| std::thread::sleep(Duration::from_millis(400)));
+                Ok(req)
+            })
+            .handler("/ping", |_, req| async move { Ok(req) })
+            .build()
+            .unwrap();
+        let client = pair_client(&server);
+        if on_the_spot {
+            client.call("/spin", "first").await.unwrap();
+        }
+        let spin = tokio::spawn({
+            let client = client.clone();
+            async move {
+                client.call("/spin", "second").await.unwrap();
+                Instant::now()
+            }
+        });
+        // The spin's request is read first.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        client.call("/ping", "").await.unwrap();
+        let pinged = Instant::now();
+        let spin_done = spin.await.unwrap();
+        assert!(
+            pinged < spin_done,
+            "on the spot {on_the_spot}: the ping waited for the spinning handler"
+        );
+    }
+}

@@ -402,6 +402,17 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             + self.spares.bytes()
     }
 
+    /// Whether a whole frame is already buffered, so that the next
+    /// [`read_frame`](Self::read_frame) returns it without reading (the RPC
+    /// server runs a call on the spot only when no other request is at
+    /// hand).
+    pub(crate) fn frame_ready(&self) -> bool {
+        if let Some(large) = &self.large {
+            return large.left() == 0;
+        }
+        matches!(self.decoder.header(&self.buf), Ok(Some(h)) if self.buf.len() >= h.frame_len())
+    }
+
     /// The underlying reader.
     pub fn get_ref(&self) -> &R {
         &self.inner

@@ -259,7 +259,7 @@ impl Queue {
 pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     /// The socket's write side. Written by a caller while nothing else is
-    /// queued or being written (see [`Outbox::try_push`]), else by the
+    /// queued or being written (see [`Outbox::push_if_room`]), else by the
     /// writer task.
     sock: WriteHalf,
     wake_writer: Notify,
@@ -315,7 +315,7 @@ impl Outbox {
     /// The decision is [`Queue::enqueue`], under the lock; when it makes
     /// this caller the writer, [`write_inline`](Self::write_inline) writes
     /// the frame at once.
-    fn try_push(
+    fn push_if_room(
         &self,
         env: &EnvelopeRef<'_>,
         data: Option<&Bytes>,
@@ -425,7 +425,7 @@ impl Outbox {
             let space = self.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();
-            if self.try_push(env, data, false, when)? {
+            if self.push_if_room(env, data, false, when)? {
                 return Ok(());
             }
             if tokio::time::timeout(self.stall, space).await.is_err() {
@@ -434,10 +434,27 @@ impl Outbox {
         }
     }
 
+    /// As [`push`](Self::push) (or [`push_batched`](Self::push_batched) if
+    /// `batched`), without waiting: `Ok(false)` if the queue is over its
+    /// high-water mark (nothing was queued).
+    pub(crate) fn try_push(
+        &self,
+        env: &EnvelopeRef<'_>,
+        data: Option<&Bytes>,
+        batched: bool,
+    ) -> Result<bool, Closed> {
+        let when = if batched {
+            Write::Batched
+        } else {
+            Write::Inline
+        };
+        self.push_if_room(env, data, false, when)
+    }
+
     /// Queues a small control frame at once, ignoring the high-water mark
     /// (for cancellations sent from `Drop`).
     pub(crate) fn push_now(&self, env: &EnvelopeRef<'_>) -> Result<(), Closed> {
-        self.try_push(env, None, true, Write::Inline).map(drop)
+        self.push_if_room(env, None, true, Write::Inline).map(drop)
     }
 
     /// Stops accepting frames; the writer finishes what is queued, shuts the

@@ -114,7 +114,7 @@ impl ServerBuilder {
         F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Bytes, HandlerError>> + Send + 'static,
     {
-        self.insert(method.into(), Arc::new(FnHandler(handler)));
+        self.insert(method.into(), Arc::new(FnHandler::new(handler)));
         self
     }
 
@@ -129,7 +129,7 @@ impl ServerBuilder {
         F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<Payload, HandlerError>> + Send + 'static,
     {
-        self.insert(method.into(), Arc::new(FnHandler(handler)));
+        self.insert(method.into(), Arc::new(FnHandler::new(handler)));
         self
     }
 
@@ -222,6 +222,28 @@ impl ServerBuilder {
     /// each. The credit is renewed as the handler takes half of it.
     pub fn client_stream_window(mut self, items: u32) -> Self {
         self.config.client_stream_window = items;
+        self
+    }
+
+    /// Whether a unary call may run on the spot, in its connection's reader,
+    /// rather than in a task of its own (default `true`).
+    ///
+    /// A call is run there only when it is its connection's only work (no
+    /// other call running, no other request already read), and only as
+    /// long as its handler finishes in its first poll: one that has to wait
+    /// goes on in a task from where it stopped. That saves the task, its
+    /// allocation and two hand-overs between tasks per call (a lone call's
+    /// round trip, and the allocations of a call, go down). Handlers that
+    /// wait, or whose first poll takes more than 200 µs, get a task at once
+    /// for their next calls: the 200 µs rule sticks, so a handler that
+    /// computes for long without awaiting holds its connection's reading
+    /// once at most.
+    ///
+    /// Turn it off if even that once matters: say, a handler that blocks
+    /// for long without awaiting while the same client's other calls must
+    /// go on.
+    pub fn calls_on_the_spot(mut self, on: bool) -> Self {
+        self.config.calls_on_the_spot = on;
         self
     }
 

@@ -33,6 +33,8 @@ pub(super) struct Config {
     pub(super) max_queued_per_user: usize,
     pub(super) max_connections_per_user: usize,
     pub(super) client_stream_window: u32,
+    /// See [`ServerBuilder::calls_on_the_spot`](super::ServerBuilder::calls_on_the_spot).
+    pub(super) calls_on_the_spot: bool,
 }
 
 impl Config {
@@ -94,6 +96,7 @@ impl Default for Config {
             max_queued_per_user: DEFAULT_MAX_QUEUED_PER_USER,
             max_connections_per_user: DEFAULT_MAX_CONNECTIONS_PER_USER,
             client_stream_window: DEFAULT_CLIENT_STREAM_WINDOW,
+            calls_on_the_spot: true,
         }
     }
 }

@@ -151,6 +151,39 @@ impl ConnState {
         self.outbox.push(&env, app).await
     }
 
+    /// As [`reply`](Self::reply), for a reply that can be queued without
+    /// waiting (a successful one within the frame limit, with room in the
+    /// outbox): `Err` gives the outcome back to be sent with `reply`.
+    pub(super) fn try_reply(&self, id: u32, outcome: Answer) -> Result<(), Answer> {
+        let queued = match &outcome {
+            Ok(data) => {
+                let env = EnvelopeRef {
+                    id,
+                    data: data.head(),
+                    more: data.rest(),
+                    ..EnvelopeRef::default()
+                };
+                if env.encoded_len() > self.max_frame_len {
+                    Ok(false)
+                } else {
+                    self.outbox
+                        .try_push(&env, Some(data.head()), self.calls.busy())
+                }
+            }
+            Err(_) => Ok(false),
+        };
+        match queued {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(outcome),
+            Err(closed) => {
+                if let Some(suppressed) = NOT_SENT.allow() {
+                    tracing::debug!(id, %closed, suppressed, "reply not sent: connection closed");
+                }
+                Ok(())
+            }
+        }
+    }
+
     /// The end of a stream, successful or not.
     pub(super) async fn end_stream(&self, id: u32, outcome: Result<(), HandlerError>) {
         let result = match outcome {

@@ -9,8 +9,9 @@ use futures_util::FutureExt;
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
 
-use super::conn::{CallGuard, Outcome};
+use super::conn::{Answer, CallGuard, Outcome};
 use super::context::Context;
+use super::inline::{Inline, Polled};
 use super::items::RpcItems;
 use crate::codec::Payload;
 use crate::rpc::envelope::EnvelopeRef;
@@ -57,18 +58,36 @@ impl Kind {
     }
 }
 
-/// Type-erased handler: starts one call as its own task. Spawning inside the
-/// generic impl keeps the handler's future unboxed — one allocation per call.
+/// How a call was started.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "returned once per call, straight to its caller: boxing the guard would cost the allocation that running on the spot saves"
+)]
+pub(super) enum Started {
+    /// Its handler runs in a task of its own.
+    Spawned(AbortHandle),
+    /// Its handler finished on the spot (see [`super::inline`]): the caller
+    /// replies with this.
+    Done(CallGuard, Answer),
+}
+
+/// Type-erased handler: starts one call, as its own task or (a unary
+/// handler that is ready at once) on the spot. Spawning inside the generic
+/// impl keeps the handler's future unboxed — at most one allocation per
+/// call.
 pub(super) trait ErasedHandler: Send + Sync + 'static {
     /// Starts the call; `items` is `Some` for the kinds that
-    /// [take items](Kind::takes_items).
-    fn spawn(
+    /// [take items](Kind::takes_items). `cx` is the connection reader's, for
+    /// a handler polled on the spot, which is tried if `on_the_spot`.
+    fn start(
         &self,
+        cx: &mut std::task::Context<'_>,
         ctx: Context,
         req: Bytes,
         call: CallGuard,
         items: Option<RpcItems>,
-    ) -> AbortHandle;
+        on_the_spot: bool,
+    ) -> Started;
 
     /// Which kind of call it serves.
     fn kind(&self) -> Kind {
@@ -84,9 +103,17 @@ where
     Fut: Future<Output = Result<S, HandlerError>> + Send + 'static,
     S: futures_core::Stream<Item = Result<Bytes, HandlerError>> + Send + 'static,
 {
-    fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard, _: Option<RpcItems>) -> AbortHandle {
+    fn start(
+        &self,
+        _: &mut std::task::Context<'_>,
+        ctx: Context,
+        req: Bytes,
+        call: CallGuard,
+        _: Option<RpcItems>,
+        _: bool,
+    ) -> Started {
         let fut = std::panic::catch_unwind(AssertUnwindSafe(|| (self.0)(ctx, req)));
-        spawn_stream(fut.map_err(drop), call)
+        Started::Spawned(spawn_stream(fut.map_err(drop), call))
     }
 
     fn kind(&self) -> Kind {
@@ -102,16 +129,18 @@ where
     Fut: Future<Output = Result<S, HandlerError>> + Send + 'static,
     S: futures_core::Stream<Item = Result<Bytes, HandlerError>> + Send + 'static,
 {
-    fn spawn(
+    fn start(
         &self,
+        _: &mut std::task::Context<'_>,
         ctx: Context,
         req: Bytes,
         call: CallGuard,
         items: Option<RpcItems>,
-    ) -> AbortHandle {
+        _: bool,
+    ) -> Started {
         let items = items.unwrap_or_else(|| call.no_items());
         let fut = std::panic::catch_unwind(AssertUnwindSafe(|| (self.0)(ctx, req, items)));
-        spawn_stream(fut.map_err(drop), call)
+        Started::Spawned(spawn_stream(fut.map_err(drop), call))
     }
 
     fn kind(&self) -> Kind {
@@ -147,16 +176,18 @@ where
     F: Fn(Context, Bytes, RpcItems) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
-    fn spawn(
+    fn start(
         &self,
+        _: &mut std::task::Context<'_>,
         ctx: Context,
         req: Bytes,
         call: CallGuard,
         items: Option<RpcItems>,
-    ) -> AbortHandle {
+        _: bool,
+    ) -> Started {
         let items = items.unwrap_or_else(|| call.no_items());
         let fut = std::panic::catch_unwind(AssertUnwindSafe(|| (self.0)(ctx, req, items)));
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let outcome = match fut {
                 Ok(fut) => {
                     let timed = run_to_deadline(fut, call.deadline, call.expiry);
@@ -165,8 +196,8 @@ where
                 Err(_) => Err(panicked()),
             };
             call.finish(outcome.map(Payload::from)).await;
-        })
-        .abort_handle()
+        });
+        Started::Spawned(task.abort_handle())
     }
 
     fn kind(&self) -> Kind {
@@ -263,26 +294,63 @@ where
     }
 }
 
-pub(super) struct FnHandler<F>(pub(super) F);
+/// A unary handler, tried on the spot first (see [`super::inline`]).
+pub(super) struct FnHandler<F, Fut> {
+    f: F,
+    inline: Inline<Fut>,
+}
 
-impl<F, Fut, O> ErasedHandler for FnHandler<F>
+impl<F, Fut> FnHandler<F, Fut> {
+    pub(super) fn new(f: F) -> Self {
+        FnHandler {
+            f,
+            inline: Inline::default(),
+        }
+    }
+}
+
+impl<F, Fut, O> ErasedHandler for FnHandler<F, Fut>
 where
     F: Fn(Context, Bytes) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
     O: Into<Payload> + Send + 'static,
 {
-    fn spawn(&self, ctx: Context, req: Bytes, call: CallGuard, _: Option<RpcItems>) -> AbortHandle {
+    fn start(
+        &self,
+        cx: &mut std::task::Context<'_>,
+        ctx: Context,
+        req: Bytes,
+        call: CallGuard,
+        _: Option<RpcItems>,
+        on_the_spot: bool,
+    ) -> Started {
         // A handler that panics while *building* its future is caught too.
-        let fut = std::panic::catch_unwind(AssertUnwindSafe(|| (self.0)(ctx, req)));
-        tokio::spawn(async move {
-            let outcome = match fut {
-                Ok(fut) => run_to_deadline(fut, call.deadline, call.expiry).await,
-                Err(_) => Err(panicked()),
-            };
-            call.finish(outcome.map(Into::into)).await;
-        })
-        .abort_handle()
+        let Ok(fut) = std::panic::catch_unwind(AssertUnwindSafe(|| (self.f)(ctx, req))) else {
+            return Started::Done(call, Err(panicked()));
+        };
+        if !on_the_spot || !self.inline.should_try() {
+            return Started::Spawned(spawn_unary(fut, call));
+        }
+        match self.inline.poll_once(fut, cx) {
+            Polled::Ready(outcome) => Started::Done(call, outcome.map(Into::into)),
+            Polled::Panicked => Started::Done(call, Err(panicked())),
+            Polled::Pending(rest) => Started::Spawned(spawn_unary(rest, call)),
+        }
     }
+}
+
+/// Runs a unary call's handler in a task of its own, to its deadline, and
+/// replies.
+fn spawn_unary<Fut, O>(fut: Fut, call: CallGuard) -> AbortHandle
+where
+    Fut: Future<Output = Result<O, HandlerError>> + Send + 'static,
+    O: Into<Payload> + Send + 'static,
+{
+    tokio::spawn(async move {
+        let outcome = run_to_deadline(fut, call.deadline, call.expiry).await;
+        call.finish(outcome.map(Into::into)).await;
+    })
+    .abort_handle()
 }
 
 pub(super) fn panicked() -> HandlerError {

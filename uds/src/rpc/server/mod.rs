@@ -25,6 +25,7 @@ mod context;
 mod dispatch;
 mod handler;
 mod in_flight;
+mod inline;
 mod items;
 mod parked;
 mod peers;

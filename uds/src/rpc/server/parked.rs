@@ -259,7 +259,7 @@ mod tests {
 
     /// A handler that is never run.
     fn handler() -> Arc<dyn ErasedHandler> {
-        Arc::new(super::super::handler::FnHandler(
+        Arc::new(super::super::handler::FnHandler::new(
             |_: super::super::Context, req: Bytes| async move { Ok(req) },
         ))
     }

@@ -139,7 +139,7 @@ async fn read_loop(s: &Session, reader: &mut Reader, parked: &mut ParkedQueue) -
             }
             slots = acquire_slots(permits, hold, &shared.calls), if !parked.is_empty() => {
                 if let (Some(slots), Some(call)) = (slots, parked.pop()) {
-                    s.start_call(call, slots).await;
+                    s.start_call(call, slots, !parked.is_empty()).await;
                 }
                 continue;
             }
@@ -166,10 +166,11 @@ async fn read_loop(s: &Session, reader: &mut Reader, parked: &mut ParkedQueue) -
             Ok(body) => body,
             Err(end) => return end,
         };
+        let more_at_hand = reader.frame_ready();
         tokio::select! {
             biased;
             // A frame read is handled, even if the server starts stopping.
-            () = s.handle_frame(parked, body) => {}
+            () = s.handle_frame(parked, body, more_at_hand) => {}
             () = shared.stop_accepting.cancelled() => return ReadEnd::Stopped,
         }
         // Frames already in the read buffer are handed out without touching
