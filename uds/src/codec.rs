@@ -182,7 +182,7 @@ impl<T: prost::Message> Encode<T> for Proto {
         }
         let mut parts = None;
         let tail = arena::encode(None, |buf| {
-            let mut seg = crate::sys::segments::SegmentedBuf::new(buf, SEGMENT_MIN / 2);
+            let mut seg = crate::sys::segments::SegmentedBuf::new(buf, SEGMENT_MIN);
             value.encode(&mut seg).map_err(CodecError::from)?;
             parts = seg.finish();
             Ok::<(), CodecError>(())
@@ -195,9 +195,13 @@ impl<T: prost::Message> Encode<T> for Proto {
 }
 
 /// Protobuf messages at least this long are encoded as a [`Payload`] whose
-/// largest `bytes` field (of at least half this) stays where it is.
+/// first `bytes` field at least this long stays where it is. The same size
+/// as the outbox's threshold for writing a payload by reference: smaller
+/// pieces are copied into its write buffer anyway. (At 64 KiB, 10 KiB
+/// messages were copied twice more per call than raw calls: the typed
+/// service ran at 0.88x the raw RPC at 10 KiB.)
 #[cfg(feature = "proto")]
-const SEGMENT_MIN: usize = 64 * 1024;
+const SEGMENT_MIN: usize = 8 * 1024;
 
 #[cfg(feature = "proto")]
 impl<T: prost::Message + Default> Decode<T> for Proto {
