@@ -189,7 +189,9 @@ impl Session {
             permits,
         } = self;
         let id = env.id;
-        let (handler, deadline, expiry) = match route(shared, &env) {
+        // One reading of the clock for the whole dispatch.
+        let now = Instant::now();
+        let (handler, deadline, expiry) = match route(shared, &env, now) {
             Ok((handler, deadline, expiry)) => (handler.clone(), deadline, expiry),
             Err(refusal) => {
                 state.reply(id, Err(refusal)).await;
@@ -208,7 +210,7 @@ impl Session {
             expiry,
             retained: 0,
             items_ended: false,
-            alive_at: Instant::now(),
+            alive_at: now,
         };
         // Start at once if a slot is free and nobody is queued ahead.
         if parked.is_empty()
@@ -233,6 +235,20 @@ impl Session {
         parked.push(call);
     }
 
+    /// Starts a call that waited in the queue for `slots`, unless its
+    /// deadline passed meanwhile (it is then answered with that).
+    pub(super) async fn start_queued(&self, call: Parked, slots: Slots, more_at_hand: bool) {
+        if call.deadline.is_some_and(|d| d <= Instant::now()) {
+            let e = HandlerError::with_code(
+                ErrorCode::DeadlineExceeded,
+                "the call's deadline passed while it waited for a slot",
+            );
+            self.state.reply(call.env.id, Err(e)).await;
+            return;
+        }
+        self.start_call(call, slots, more_at_hand).await;
+    }
+
     /// Starts a call, holding its slots until it ends: on the spot if it is
     /// the connection's only work (no other call running, no other request
     /// at hand: `more_at_hand`) and its handler is ready at once (see
@@ -248,14 +264,6 @@ impl Session {
             ..
         } = call;
         let id = env.id;
-        if deadline.is_some_and(|d| d <= Instant::now()) {
-            let e = HandlerError::with_code(
-                ErrorCode::DeadlineExceeded,
-                "the call's deadline passed while it waited for a slot",
-            );
-            state.reply(id, Err(e)).await;
-            return;
-        }
         let kind = handler.kind();
         let credits = kind.sends_items().then(|| {
             let window = if env.credit == 0 {
@@ -339,7 +347,7 @@ fn with_task_cx<T>(f: impl FnOnce(&mut std::task::Context<'_>) -> T) -> impl Fut
 /// with (without running anything).
 type Route<'s> = (&'s Arc<dyn ErasedHandler>, Option<Instant>, &'static str);
 
-fn route<'s>(shared: &'s Shared, env: &Envelope) -> Result<Route<'s>, HandlerError> {
+fn route<'s>(shared: &'s Shared, env: &Envelope, now: Instant) -> Result<Route<'s>, HandlerError> {
     let Some(method) = env.method_str() else {
         return Err(HandlerError::bad_data("method name is not valid UTF-8"));
     };
@@ -371,7 +379,7 @@ fn route<'s>(shared: &'s Shared, env: &Envelope) -> Result<Route<'s>, HandlerErr
     } else {
         shared.config.default_timeout
     };
-    let Ok(deadline) = deadline_of(env.exp_unix_nano, default) else {
+    let Ok(deadline) = deadline_of(env.exp_unix_nano, default, now) else {
         return Err(HandlerError::with_code(
             ErrorCode::DeadlineExceeded,
             "the call's deadline had passed when it arrived",
@@ -384,7 +392,7 @@ fn route<'s>(shared: &'s Shared, env: &Envelope) -> Result<Route<'s>, HandlerErr
     } else {
         (shared.config.max_timeout, EXPIRED_MAX_TIMEOUT)
     };
-    let cap = cap.and_then(|t| Instant::now().checked_add(t));
+    let cap = cap.and_then(|t| now.checked_add(t));
     Ok(match (deadline, cap) {
         (Some(d), Some(c)) if c < d => (handler, Some(c), capped),
         (None, Some(c)) => (handler, Some(c), capped),
@@ -392,21 +400,26 @@ fn route<'s>(shared: &'s Shared, env: &Envelope) -> Result<Route<'s>, HandlerErr
     })
 }
 
-/// The local deadline for a call's `exp_unix_nano`: `Err` if it has passed.
-fn deadline_of(exp_unix_nano: i64, default: Option<Duration>) -> Result<Option<Instant>, ()> {
+/// The local deadline for a call's `exp_unix_nano`, read at `now`: `Err`
+/// if it has passed.
+fn deadline_of(
+    exp_unix_nano: i64,
+    default: Option<Duration>,
+    now: Instant,
+) -> Result<Option<Instant>, ()> {
     if exp_unix_nano == 0 {
-        return Ok(default.and_then(|t| Instant::now().checked_add(t)));
+        return Ok(default.and_then(|t| now.checked_add(t)));
     }
-    let now = SystemTime::now()
+    let wall = SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
-    let left = exp_unix_nano.saturating_sub(now);
+    let left = exp_unix_nano.saturating_sub(wall);
     if left <= 0 {
         return Err(());
     }
     // Far-future deadlines (beyond ~a year) mean "no deadline" to the timer.
     let left = Duration::from_nanos(left.cast_unsigned());
-    Ok(Instant::now()
+    Ok(now
         .checked_add(left)
         .filter(|_| left < Duration::from_secs(366 * 86_400)))
 }

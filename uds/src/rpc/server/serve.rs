@@ -139,7 +139,7 @@ async fn read_loop(s: &Session, reader: &mut Reader, parked: &mut ParkedQueue) -
             }
             slots = acquire_slots(permits, hold, &shared.calls), if !parked.is_empty() => {
                 if let (Some(slots), Some(call)) = (slots, parked.pop()) {
-                    s.start_call(call, slots, !parked.is_empty()).await;
+                    s.start_queued(call, slots, !parked.is_empty()).await;
                 }
                 continue;
             }
