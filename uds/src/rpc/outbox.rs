@@ -421,7 +421,13 @@ impl Outbox {
         data: Option<&Bytes>,
         when: Write,
     ) -> Result<(), Closed> {
+        // Room, as usual: nothing to set up for waiting (that takes locks).
+        if self.push_if_room(env, data, false, when)? {
+            return Ok(());
+        }
         loop {
+            // Registered before looking again, so that room made in between
+            // is not missed.
             let space = self.space.notified();
             tokio::pin!(space);
             space.as_mut().enable();

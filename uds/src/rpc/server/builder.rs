@@ -163,6 +163,9 @@ impl ServerBuilder {
 
     /// Time a connection with no call in flight may stay silent (default
     /// [`DEFAULT_IDLE_TIMEOUT`](crate::rpc::DEFAULT_IDLE_TIMEOUT)); `None` keeps idle connections forever.
+    /// The timer is checked once a period, not reset for every frame, so an
+    /// idle connection is closed between once and about twice this after
+    /// its last frame or call.
     pub fn idle_timeout(mut self, t: Option<Duration>) -> Self {
         self.config.idle_timeout = t;
         self

@@ -2,6 +2,7 @@
 //! reading ends (and say why), then drain: answer what never started, stop
 //! or await the calls, flush the replies.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -9,7 +10,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use super::conn::ConnState;
 use super::dispatch::Session;
@@ -124,14 +125,23 @@ async fn read_loop(s: &Session, reader: &mut Reader, parked: &mut ParkedQueue) -
     } = s;
     let mut keepalives = tokio::time::interval(MIN_KEEPALIVE);
     keepalives.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The events that happen once are watched for the connection's life,
+    // not set up again for every frame (each set-up takes locks).
+    let stop = shared.stop_accepting.cancelled();
+    let broken = state.outbox.broken();
+    tokio::pin!(stop, broken);
+    let mut idle = IdleTimer::new(shared.config.idle_timeout);
     loop {
+        // A full queue stops the reading (backpressure), unless running
+        // client streams need their items: new requests are then refused.
+        let can_read = state.items.has_room() && (parked.has_room() || state.calls.taking_items());
         let frame = tokio::select! {
             biased;
-            () = shared.stop_accepting.cancelled() => return ReadEnd::Stopped,
+            () = &mut stop => return ReadEnd::Stopped,
             // Replies can no longer be written (the peer stopped reading, or
             // the connection broke): stop reading requests too and close,
             // rather than run handlers whose replies go nowhere.
-            () = state.outbox.broken() => {
+            () = &mut broken => {
                 if let Some(suppressed) = shared.logs.write_failed.allow() {
                     tracing::debug!(peer = %peer, suppressed, "closing connection: replies cannot be written");
                 }
@@ -143,11 +153,14 @@ async fn read_loop(s: &Session, reader: &mut Reader, parked: &mut ParkedQueue) -
                 }
                 continue;
             }
-            () = idle(&state.calls, shared.config.idle_timeout), if parked.is_empty() => {
-                if let Some(suppressed) = shared.logs.idle.allow() {
-                    tracing::debug!(peer = %peer, suppressed, "closing idle connection");
+            () = idle.fired() => {
+                if idle.is_over(!state.calls.is_idle() || !parked.is_empty()) {
+                    if let Some(suppressed) = shared.logs.idle.allow() {
+                        tracing::debug!(peer = %peer, suppressed, "closing idle connection");
+                    }
+                    return ReadEnd::Idle;
                 }
-                return ReadEnd::Idle;
+                continue;
             }
             // A stream waiting for a slot hears keep-alives, so that a busy
             // server is not taken for a dead one.
@@ -157,11 +170,9 @@ async fn read_loop(s: &Session, reader: &mut Reader, parked: &mut ParkedQueue) -
             }
             // Handlers hold too many bytes of items: wait until they take some.
             () = state.items.room(), if !state.items.has_room() => continue,
-            // A full queue stops the reading (backpressure), unless running
-            // client streams need their items: new requests are then refused.
-            f = reader.read_frame(),
-                if state.items.has_room() && (parked.has_room() || state.calls.taking_items()) => f,
+            f = reader.read_frame(), if can_read => f,
         };
+        idle.saw_frame();
         let body = match frame_body(shared, peer, frame) {
             Ok(body) => body,
             Err(end) => return end,
@@ -171,7 +182,7 @@ async fn read_loop(s: &Session, reader: &mut Reader, parked: &mut ParkedQueue) -
             biased;
             // A frame read is handled, even if the server starts stopping.
             () = s.handle_frame(parked, body, more_at_hand) => {}
-            () = shared.stop_accepting.cancelled() => return ReadEnd::Stopped,
+            () = &mut stop => return ReadEnd::Stopped,
         }
         // Frames already in the read buffer are handed out without touching
         // the socket, so without this a peer that keeps the buffer full
@@ -311,13 +322,80 @@ async fn peer_fully_closed(reader: &Reader) -> bool {
         .await
 }
 
-/// Completes once the connection has had no call in flight for `timeout`.
-async fn idle(calls: &InFlightCalls, timeout: Option<Duration>) {
-    let Some(timeout) = timeout else {
-        return std::future::pending().await;
-    };
-    // Within one read, calls only end (a new one needs a frame), so once the
-    // connection is drained it stays drained until this future is dropped.
-    calls.wait_drained().await;
-    tokio::time::sleep(timeout).await;
+/// The idle timeout of a connection, reset at most once a period rather
+/// than for every frame (a reset takes the timer's lock): when it fires, a
+/// connection that read a frame in the period, or had a call in flight or
+/// waiting, is given another whole period; one that had neither is idle. So
+/// a connection is closed after at least the timeout of silence with no
+/// call, and at most about twice that.
+struct IdleTimer {
+    period: Option<Duration>,
+    sleep: Option<Pin<Box<Sleep>>>,
+    /// A frame was read, or calls were in flight, since the timer was set.
+    active: bool,
+}
+
+impl IdleTimer {
+    fn new(period: Option<Duration>) -> Self {
+        IdleTimer {
+            period,
+            sleep: period.map(|p| Box::pin(tokio::time::sleep(p))),
+            active: false,
+        }
+    }
+
+    /// Completes when the period is up (never without a timeout).
+    async fn fired(&mut self) {
+        match &mut self.sleep {
+            Some(sleep) => sleep.as_mut().await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn saw_frame(&mut self) {
+        self.active = true;
+    }
+
+    /// After [`fired`](Self::fired): whether the connection is idle;
+    /// otherwise the timer is set for another period. `busy`: calls are in
+    /// flight or waiting (a whole period must then pass after they end).
+    fn is_over(&mut self, busy: bool) -> bool {
+        if !self.active && !busy {
+            return true;
+        }
+        self.active = busy;
+        if let (Some(sleep), Some(period)) = (&mut self.sleep, self.period) {
+            sleep.as_mut().reset(Instant::now() + period);
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A period with a frame, or with calls in flight, is not idle; after
+    /// calls, a whole quiet period must pass; no timeout, never idle.
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timer_closes_only_after_a_whole_quiet_period() {
+        let period = Duration::from_secs(10);
+        let mut idle = IdleTimer::new(Some(period));
+        let began = Instant::now();
+        idle.saw_frame();
+        idle.fired().await;
+        assert_eq!(began.elapsed(), period);
+        assert!(!idle.is_over(false), "a frame was read in the period");
+        idle.fired().await;
+        assert!(!idle.is_over(true), "a call is in flight");
+        idle.fired().await;
+        assert!(!idle.is_over(false), "the call may have ended just now");
+        idle.fired().await;
+        assert!(idle.is_over(false));
+        assert_eq!(began.elapsed(), 4 * period);
+
+        let mut never = IdleTimer::new(None);
+        let fired = tokio::time::timeout(Duration::from_secs(3600), never.fired()).await;
+        assert!(fired.is_err(), "no timeout: never fires");
+    }
 }
