@@ -28,8 +28,10 @@ use crate::net::{Conn, NetError, ReadHalf};
 /// timeout") are cut to this, about 95 years.
 const MAX_TIMEOUT: Duration = Duration::from_secs(3_000_000_000);
 
+mod lanes;
 mod upload;
 
+use lanes::Lanes;
 use upload::SendCredit;
 pub use upload::{RpcReply, RpcSender};
 
@@ -50,6 +52,8 @@ pub struct ClientBuilder {
     write_stall: Duration,
     go_compatible: bool,
     close_cause: Option<CloseCause>,
+    /// `None`: one per runtime worker, at most [`lanes::MAX_DEFAULT_LANES`].
+    max_connections: Option<usize>,
 }
 
 /// How long a client whose connection ended waits for its [`CloseCause`]
@@ -94,6 +98,7 @@ impl Default for ClientBuilder {
             write_stall: DEFAULT_WRITE_STALL,
             go_compatible: false,
             close_cause: None,
+            max_connections: None,
         }
     }
 }
@@ -149,6 +154,24 @@ impl ClientBuilder {
         self
     }
 
+    /// Most connections a client made by [`connect`](Self::connect) opens
+    /// to its server (default: one per worker of the tokio runtime it is
+    /// made in, at most 4; 1 keeps every call on one connection). Clients
+    /// started on a connection ([`build`](Self::build)) have that one only.
+    ///
+    /// One connection is read and written by one task on each side, so it
+    /// keeps about one core busy at most; under load (4 calls in flight on
+    /// the first connection), the client opens more, one at a time, and
+    /// spreads new calls over them. Each is made to the same path with the
+    /// same checks, used only once it has answered and only if the first
+    /// connection's server process (pid and uid) serves it, and closed
+    /// after a second with no new call. A call or stream stays on the
+    /// connection it started on.
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.max_connections = Some(n.max(1));
+        self
+    }
+
     /// Starts the client on a connected socket. Must be called inside a tokio
     /// runtime; spawns one reader and one writer task, both stopped when the
     /// last clone of the client is dropped.
@@ -159,6 +182,10 @@ impl ClientBuilder {
     /// point that spawns tasks documents this panic; none returns it as an
     /// error.
     pub fn build(self, conn: Conn) -> Client {
+        self.build_with(conn, None)
+    }
+
+    fn build_with(self, conn: Conn, lanes: Option<Arc<Lanes>>) -> Client {
         let peer = conn.peer_cred().clone();
         let (rd, wr) = conn.into_split();
         let outbox = Arc::new(Outbox::new(wr, self.write_queue.max(1), self.write_stall));
@@ -191,12 +218,15 @@ impl ClientBuilder {
                 config: self,
                 peer,
                 tasks: [reader, writer],
+                lanes,
             }),
         }
     }
 
     /// Connects to `path` with the default checks of
-    /// [`Connector`](crate::net::Connector) and starts the client.
+    /// [`Connector`](crate::net::Connector) and starts the client, which
+    /// may open more connections under load (see
+    /// [`max_connections`](Self::max_connections)).
     ///
     /// # Errors
     ///
@@ -211,7 +241,10 @@ impl ClientBuilder {
     ///
     /// Cancel safe: dropped before it returns, no client is started.
     pub async fn connect(self, path: impl AsRef<Path>) -> Result<Client, NetError> {
-        Ok(self.build(crate::net::connect(path).await?))
+        let path = path.as_ref();
+        let conn = crate::net::connect(path).await?;
+        let lanes = Lanes::new(path.to_path_buf(), &self, conn.peer_cred().clone());
+        Ok(self.build_with(conn, lanes))
     }
 }
 
@@ -326,6 +359,9 @@ struct Inner {
     config: ClientBuilder,
     peer: Cred,
     tasks: [JoinHandle<()>; 2],
+    /// More connections to the same server, for a client that connected
+    /// to a path.
+    lanes: Option<Arc<Lanes>>,
 }
 
 impl Drop for Inner {
@@ -474,6 +510,39 @@ impl Client {
     pub(crate) fn fail_with(&self, err: &RpcError) {
         self.inner.outbox.break_with(&err.to_string());
         self.inner.calls.close(err);
+        if let Some(lanes) = &self.inner.lanes {
+            lanes.fail_all(err);
+        }
+    }
+
+    /// The connection a new call goes on: `None` for this client's own
+    /// (first) connection, else one of its [lanes](lanes).
+    fn lane(&self) -> Option<Client> {
+        let lanes = self.inner.lanes.as_ref()?;
+        if self.reader_ended() {
+            return None; // closed: calls fail at once, as the docs say
+        }
+        lanes.pick()
+    }
+
+    /// Whether this connection's reading has ended (it is closed).
+    fn reader_ended(&self) -> bool {
+        self.inner.tasks[0].is_finished()
+    }
+
+    /// A count that grows with every call registered on this connection.
+    fn calls_started(&self) -> u32 {
+        self.inner.next_id.load(Ordering::Relaxed)
+    }
+
+    /// Calls and streams in flight on this connection.
+    fn in_flight(&self) -> usize {
+        self.inner.calls.lock().pending.len()
+    }
+
+    /// Whether both are handles on the same connection.
+    fn same_connection(&self, other: &Client) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// A client with the default settings on a connected socket.
@@ -582,6 +651,19 @@ impl Client {
         data: Payload,
         opts: CallOptions,
     ) -> Result<Bytes, RpcError> {
+        match self.lane() {
+            Some(lane) => lane.call_payload_here(method, data, opts).await,
+            None => self.call_payload_here(method, data, opts).await,
+        }
+    }
+
+    /// [`call_payload`](Self::call_payload) on this connection.
+    async fn call_payload_here(
+        &self,
+        method: &str,
+        data: Payload,
+        opts: CallOptions,
+    ) -> Result<Bytes, RpcError> {
         let inner = &*self.inner;
         let timeout = opts
             .timeout
@@ -670,7 +752,9 @@ impl Client {
         data: Bytes,
         opts: CallOptions,
     ) -> Result<RpcStream, RpcError> {
-        let (opened, stream) = self.open(method, &data, opts, Kind::ServerStream).await?;
+        let lane = self.lane();
+        let on = lane.as_ref().unwrap_or(self);
+        let (opened, stream) = on.open(method, &data, opts, Kind::ServerStream).await?;
         debug_assert!(opened.sending.is_none());
         stream.ok_or_else(|| RpcError::closed("no stream"))
     }
@@ -728,8 +812,10 @@ impl Client {
         data: Bytes,
         opts: CallOptions,
     ) -> Result<(RpcSender, RpcReply), RpcError> {
-        let (opened, _) = self.open(method, &data, opts, Kind::ClientStream).await?;
-        let sender = opened.sender(self)?;
+        let lane = self.lane();
+        let on = lane.as_ref().unwrap_or(self);
+        let (opened, _) = on.open(method, &data, opts, Kind::ClientStream).await?;
+        let sender = opened.sender(on)?;
         let reply = opened.reply.ok_or_else(|| RpcError::closed("no reply"))?;
         Ok((sender, reply))
     }
@@ -757,13 +843,16 @@ impl Client {
         data: Bytes,
         opts: CallOptions,
     ) -> Result<(RpcSender, RpcStream), RpcError> {
-        let (opened, stream) = self.open(method, &data, opts, Kind::Bidi).await?;
-        let sender = opened.sender(self)?;
+        let lane = self.lane();
+        let on = lane.as_ref().unwrap_or(self);
+        let (opened, stream) = on.open(method, &data, opts, Kind::Bidi).await?;
+        let sender = opened.sender(on)?;
         let stream = stream.ok_or_else(|| RpcError::closed("no stream"))?;
         Ok((sender, stream))
     }
 
-    /// Registers and sends the request of a streaming call.
+    /// Registers and sends the request of a streaming call on this
+    /// connection.
     async fn open(
         &self,
         method: &str,
@@ -869,13 +958,18 @@ impl Client {
         }
         // Ids are unique among calls in flight and never 0 (a Go server's
         // id-less error replies decode as id 0).
-        loop {
+        let (id, in_flight) = loop {
             let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
             if id != 0 && !st.pending.contains_key(&id) {
                 st.pending.insert(id, waiter);
-                return Ok((id, st.pending.len() > 1));
+                break (id, st.pending.len());
             }
+        };
+        drop(st);
+        if let Some(lanes) = &self.inner.lanes {
+            lanes.grow(in_flight);
         }
+        Ok((id, in_flight > 1))
     }
 }
 
