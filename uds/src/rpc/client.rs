@@ -332,6 +332,9 @@ impl CallOptions {
 
 /// A multiplexed RPC client over one connection. Cheap to clone; every clone
 /// shares the connection, and any number of calls may be in flight at once.
+/// A client made by [`connect`](Self::connect) may open more connections to
+/// the same server while many calls are in flight, and spread its tasks'
+/// calls over them (see [`ClientBuilder::max_connections`]).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -2,8 +2,9 @@
 //! `highlevel/chunk/rpc`.
 //!
 //! Each frame carries one envelope (protobuf). A [`Client`] sends many
-//! calls at once over one connection and matches replies by id, in any
-//! order; a [`Server`] dispatches each request by method name to a handler,
+//! calls at once over one connection (or, under load, a few to the same
+//! server: [`ClientBuilder::max_connections`]) and matches replies by id,
+//! in any order; a [`Server`] dispatches each request by method name to a handler,
 //! with the caller's [`Cred`](crate::Cred), a deadline and cancellation in
 //! its [`Context`]. Extensions beyond the Go format (cancellation) use new
 //! envelope fields that a Go peer ignores; see `PROTOCOL.md`.

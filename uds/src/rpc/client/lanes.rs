@@ -20,6 +20,7 @@
 //! A call, once on a lane, stays there; calls and streams behave on a lane
 //! exactly as on the first connection.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
@@ -59,8 +60,8 @@ pub(super) struct Lanes {
     server: Cred,
     /// Most connections, the first included.
     max: usize,
-    /// The lanes open and checked, in use.
-    open: Mutex<Vec<Client>>,
+    /// The lanes open and checked, in use, and which task keeps to which.
+    open: Mutex<Open>,
     /// A lane is being opened.
     opening: AtomicBool,
     /// No lane is opened before this, after a failure.
@@ -93,7 +94,7 @@ impl Lanes {
             builder,
             server,
             max,
-            open: Mutex::new(Vec::new()),
+            open: Mutex::new(Open::default()),
             opening: AtomicBool::new(false),
             retry_at: Mutex::new(None),
             tasks: Mutex::new(Vec::new()),
@@ -103,12 +104,14 @@ impl Lanes {
     /// The lane for a new call: `None` for the first connection. Each task
     /// keeps to one of the first connection and the lanes open.
     pub(super) fn pick(&self) -> Option<Client> {
-        let open = lock(&self.open);
-        if open.is_empty() {
+        let mut open = lock(&self.open);
+        if open.lanes.is_empty() {
             return None;
         }
-        let k = lane_of_task() % (open.len() + 1);
-        let lane = open.get(k.checked_sub(1)?)?;
+        // Outside a task: the first connection.
+        let task = tokio::task::try_id()?;
+        let k = open.place_of(task) % (open.lanes.len() + 1);
+        let lane = open.lanes.get(k.checked_sub(1)?)?;
         // A lane the server closed is not picked (its watcher removes it).
         (!lane.reader_ended()).then(|| lane.clone())
     }
@@ -118,7 +121,7 @@ impl Lanes {
     /// no call waits for it).
     pub(super) fn grow(self: &Arc<Self>, in_flight: usize) {
         if in_flight < OPEN_AT
-            || lock(&self.open).len() + 1 >= self.max
+            || lock(&self.open).lanes.len() + 1 >= self.max
             || lock(&self.retry_at).is_some_and(|at| Instant::now() < at)
             || self.opening.swap(true, Ordering::AcqRel)
         {
@@ -132,7 +135,7 @@ impl Lanes {
 
     /// Fails the calls of every lane with `err` (see [`Client::fail_with`]).
     pub(super) fn fail_all(&self, err: &RpcError) {
-        for lane in lock(&self.open).drain(..) {
+        for lane in lock(&self.open).lanes.drain(..) {
             lane.fail_with(err);
         }
     }
@@ -172,35 +175,36 @@ impl Drop for Lanes {
     }
 }
 
-/// A number that is the same for every call a task makes: a task's calls
-/// keep to one connection (whose reader then wakes it), which measured
-/// better than taking turns call by call (the benchmark's 16 tasks ran at
-/// 1.37x the floor at 1 KiB with a connection each, against 1.14x taking
-/// turns). Calls made outside a task share one.
-fn lane_of_task() -> usize {
-    use std::hash::Hash;
-    let mut id = TaskNumber(0);
-    tokio::task::try_id().hash(&mut id);
-    id.0 as usize
+/// The lanes in use, and the place of each task that called lately.
+///
+/// A task's calls keep to one connection (whose reader then wakes it):
+/// that measured better than taking turns call by call (the benchmark's 16
+/// tasks at 1 KiB: 1.37x the floor with a connection each, 1.14x taking
+/// turns). Places are handed out in turn as tasks first call, so tasks
+/// spread evenly.
+#[derive(Debug, Default)]
+struct Open {
+    lanes: Vec<Client>,
+    places: HashMap<tokio::task::Id, usize>,
+    next: usize,
 }
 
-/// Takes a task id's number (tokio numbers tasks in the order they are
-/// spawned, so tasks spawned together spread evenly) as its hash.
-struct TaskNumber(u64);
+/// Tasks remembered at most; past it they are placed afresh (harmless:
+/// a task's next call may then go on another connection).
+const MAX_PLACES: usize = 4096;
 
-impl std::hash::Hasher for TaskNumber {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+impl Open {
+    fn place_of(&mut self, task: tokio::task::Id) -> usize {
+        if let Some(&place) = self.places.get(&task) {
+            return place;
         }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 ^= n;
+        if self.places.len() >= MAX_PLACES {
+            self.places.clear();
+        }
+        let place = self.next;
+        self.next = self.next.wrapping_add(1);
+        self.places.insert(task, place);
+        place
     }
 }
 
@@ -223,7 +227,7 @@ async fn run_lane(lanes: Weak<Lanes>) {
             return;
         }
     };
-    lock(&pool.open).push(lane.clone());
+    lock(&pool.open).lanes.push(lane.clone());
     drop(pool);
     let mut calls_seen = lane.calls_started();
     loop {
@@ -236,7 +240,12 @@ async fn run_lane(lanes: Weak<Lanes>) {
         }
     }
     if let Some(pool) = lanes.upgrade() {
-        lock(&pool.open).retain(|l| !l.same_connection(&lane));
+        let mut open = lock(&pool.open);
+        open.lanes.retain(|l| !l.same_connection(&lane));
+        if open.lanes.is_empty() {
+            // Idle: forget the tasks (and their memory).
+            open.places = HashMap::new();
+        }
     }
     // The lane closes once the last call or stream on it is done.
 }
