@@ -96,12 +96,7 @@ impl ConnState {
     pub(super) async fn reply(&self, id: u32, outcome: Answer) {
         let result = match outcome {
             Ok(data) => {
-                let env = EnvelopeRef {
-                    id,
-                    data: data.head(),
-                    more: data.rest(),
-                    ..EnvelopeRef::default()
-                };
+                let env = reply_envelope(id, &data);
                 if env.encoded_len() > self.max_frame_len {
                     let msg = format!(
                         "the reply of {} bytes exceeds the frame limit of {} bytes",
@@ -157,12 +152,7 @@ impl ConnState {
     pub(super) fn try_reply(&self, id: u32, outcome: Answer) -> Result<(), Answer> {
         let queued = match &outcome {
             Ok(data) => {
-                let env = EnvelopeRef {
-                    id,
-                    data: data.head(),
-                    more: data.rest(),
-                    ..EnvelopeRef::default()
-                };
+                let env = reply_envelope(id, data);
                 if env.encoded_len() > self.max_frame_len {
                     Ok(false)
                 } else {
@@ -218,6 +208,16 @@ impl ConnState {
             ..EnvelopeRef::default()
         };
         self.outbox.push(&env, None).await
+    }
+}
+
+/// The envelope of a successful reply to call `id`.
+fn reply_envelope(id: u32, data: &Payload) -> EnvelopeRef<'_> {
+    EnvelopeRef {
+        id,
+        data: data.head(),
+        more: data.rest(),
+        ..EnvelopeRef::default()
     }
 }
 
