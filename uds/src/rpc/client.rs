@@ -166,7 +166,10 @@ impl ClientBuilder {
     /// same checks, used only once it has answered and only if the first
     /// connection's server process (pid and uid) serves it, and closed
     /// after a second with no new call. A call or stream stays on the
-    /// connection it started on.
+    /// connection it started on. If an extra connection fails (refused,
+    /// another server, no answer to its probe), the client tries again
+    /// after 10 s, then twice as long after each further failure, up to
+    /// 10 minutes.
     pub fn max_connections(mut self, n: usize) -> Self {
         self.max_connections = Some(n.max(1));
         self

@@ -22,7 +22,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::Duration;
 
@@ -39,8 +39,12 @@ pub(super) const OPEN_AT: usize = 4;
 /// A lane that carried no new call for this long, with none in flight, is
 /// closed.
 pub(super) const LANE_IDLE: Duration = Duration::from_secs(1);
-/// After a lane could not be opened, how long before another try.
+/// After a lane could not be opened, how long before another try; doubled
+/// after each further failure, up to [`MAX_RETRY_AFTER`].
 const RETRY_AFTER: Duration = Duration::from_secs(10);
+/// The longest wait between tries (a server that refuses every extra
+/// connection sees one try in ten minutes).
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 /// How long a new lane has to answer its probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// The method a new lane's probe calls: no server has it, so any server
@@ -62,10 +66,15 @@ pub(super) struct Lanes {
     max: usize,
     /// The lanes open and checked, in use, and which task keeps to which.
     open: Mutex<Open>,
+    /// How many lanes `open` holds (read without its lock on every call
+    /// under load).
+    count: AtomicUsize,
     /// A lane is being opened.
     opening: AtomicBool,
     /// No lane is opened before this, after a failure.
     retry_at: Mutex<Option<Instant>>,
+    /// Tries that failed in a row.
+    failures: AtomicU32,
     /// The tasks that open and watch lanes, stopped with the client.
     tasks: Mutex<Vec<AbortHandle>>,
 }
@@ -95,8 +104,10 @@ impl Lanes {
             server,
             max,
             open: Mutex::new(Open::default()),
+            count: AtomicUsize::new(0),
             opening: AtomicBool::new(false),
             retry_at: Mutex::new(None),
+            failures: AtomicU32::new(0),
             tasks: Mutex::new(Vec::new()),
         }))
     }
@@ -120,8 +131,10 @@ impl Lanes {
     /// lane if that is many and there is room for one (in the background:
     /// no call waits for it).
     pub(super) fn grow(self: &Arc<Self>, in_flight: usize) {
+        // Cheapest first: this runs for every call under load.
         if in_flight < OPEN_AT
-            || lock(&self.open).lanes.len() + 1 >= self.max
+            || self.count.load(Ordering::Relaxed) + 1 >= self.max
+            || self.opening.load(Ordering::Relaxed)
             || lock(&self.retry_at).is_some_and(|at| Instant::now() < at)
             || self.opening.swap(true, Ordering::AcqRel)
         {
@@ -135,7 +148,9 @@ impl Lanes {
 
     /// Fails the calls of every lane with `err` (see [`Client::fail_with`]).
     pub(super) fn fail_all(&self, err: &RpcError) {
-        for lane in lock(&self.open).lanes.drain(..) {
+        let lanes = std::mem::take(&mut lock(&self.open).lanes);
+        self.count.store(0, Ordering::Relaxed);
+        for lane in lanes {
             lane.fail_with(err);
         }
     }
@@ -223,11 +238,18 @@ async fn run_lane(lanes: Weak<Lanes>) {
         Ok(lane) => lane,
         Err(why) => {
             tracing::debug!(path = %pool.path.display(), %why, "no extra connection: calls stay on one");
-            *lock(&pool.retry_at) = Some(Instant::now() + RETRY_AFTER);
+            let failures = pool.failures.fetch_add(1, Ordering::Relaxed).min(6);
+            let wait = (RETRY_AFTER * 2u32.pow(failures)).min(MAX_RETRY_AFTER);
+            *lock(&pool.retry_at) = Some(Instant::now() + wait);
             return;
         }
     };
-    lock(&pool.open).lanes.push(lane.clone());
+    pool.failures.store(0, Ordering::Relaxed);
+    {
+        let mut open = lock(&pool.open);
+        open.lanes.push(lane.clone());
+        pool.count.store(open.lanes.len(), Ordering::Relaxed);
+    }
     drop(pool);
     let mut calls_seen = lane.calls_started();
     loop {
@@ -242,6 +264,7 @@ async fn run_lane(lanes: Weak<Lanes>) {
     if let Some(pool) = lanes.upgrade() {
         let mut open = lock(&pool.open);
         open.lanes.retain(|l| !l.same_connection(&lane));
+        pool.count.store(open.lanes.len(), Ordering::Relaxed);
         if open.lanes.is_empty() {
             // Idle: forget the tasks (and their memory).
             open.places = HashMap::new();
