@@ -33,6 +33,11 @@ impl Counted {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 Ok(req)
             })
+            .streaming("/forever", |_, _| async move {
+                Ok(futures_util::stream::pending::<
+                    Result<Bytes, uds::rpc::HandlerError>,
+                >())
+            })
             .streaming("/count", |_, _| async move {
                 Ok(futures_util::stream::iter(
                     (0..3u8).map(|i| Ok(Bytes::from(vec![i]))),
@@ -144,6 +149,63 @@ async fn a_server_that_refuses_the_second_connection_loses_no_call() {
     assert!(s.accepted() >= 2, "the client tried a second connection");
     assert_eq!(s.open(), 1, "the server kept one");
     assert!(!client.is_closed());
+}
+
+/// The first connection is never left idle while an extra one carries the
+/// calls: the server's idle timeout would close it, and with it the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_connection_is_not_left_idle_for_the_server_to_close() {
+    let s = Counted::start(Server::builder().idle_timeout(Some(Duration::from_millis(300))));
+    let client = Client::connect(&s.path).await.unwrap();
+    load(&client, 16, 40).await;
+    assert_eq!(s.accepted(), 2);
+    // Two new callers after the burst, one after the other: tasks are given
+    // their connection in turn, so the second (after the 16 and a first
+    // with one call) would be placed on the extra connection and, calling
+    // alone for over a second, leave the first idle past the server's
+    // timeout.
+    for calls in [1, 30] {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for _ in 0..calls {
+                client.call("/slow", "tick").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(40)).await;
+            }
+        })
+        .await
+        .unwrap();
+    }
+    assert!(!client.is_closed());
+}
+
+/// Long streams on the first connection count as load, but an extra
+/// connection that then carries no call is not opened again at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_extra_connection_that_carried_nothing_is_not_reopened_at_once() {
+    let s = Counted::start(Server::builder());
+    let client = Client::connect(&s.path).await.unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..4 {
+        streams.push(
+            client
+                .call_stream("/forever", Bytes::new(), CallOptions::default())
+                .await
+                .unwrap(),
+        );
+    }
+    // One caller, placed on the first connection: the extra one idles.
+    let caller = tokio::spawn({
+        let client = client.clone();
+        async move {
+            for _ in 0..40 {
+                client.call("/slow", "tick").await.unwrap();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    });
+    caller.await.unwrap();
+    assert_eq!(s.accepted(), 2, "one extra connection, not one per second");
+    drop(streams);
 }
 
 /// A second connection that is accepted but never read gets no call: it is

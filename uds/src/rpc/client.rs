@@ -165,8 +165,15 @@ impl ClientBuilder {
     /// spreads new calls over them. Each is made to the same path with the
     /// same checks, used only once it has answered and only if the first
     /// connection's server process (pid and uid) serves it, and closed
-    /// after a second with no new call. A call or stream stays on the
-    /// connection it started on. If an extra connection fails (refused,
+    /// after a second with no new call. Only unary calls go on extra
+    /// connections, and only while the first has calls in flight: streams,
+    /// and calls made while it has none, stay on the first, so that it is
+    /// never left idle for the server to close (its end ends the client). Each extra connection counts toward the
+    /// server's per-user connection limit
+    /// ([`max_connections_per_user`](super::ServerBuilder::max_connections_per_user)):
+    /// with many client processes of one user, set this to 1. No extra
+    /// connection is opened to a server whose pid the kernel does not
+    /// report (one in another pid namespace). If an extra connection fails (refused,
     /// another server, no answer to its probe), the client tries again
     /// after 10 s, then twice as long after each further failure, up to
     /// 10 minutes.
@@ -528,7 +535,7 @@ impl Client {
         if self.reader_ended() {
             return None; // closed: calls fail at once, as the docs say
         }
-        lanes.pick()
+        lanes.pick(self.in_flight() == 0)
     }
 
     /// Whether this connection's reading has ended (it is closed).
@@ -758,9 +765,8 @@ impl Client {
         data: Bytes,
         opts: CallOptions,
     ) -> Result<RpcStream, RpcError> {
-        let lane = self.lane();
-        let on = lane.as_ref().unwrap_or(self);
-        let (opened, stream) = on.open(method, &data, opts, Kind::ServerStream).await?;
+        // Streams stay on the first connection (see `lanes`).
+        let (opened, stream) = self.open(method, &data, opts, Kind::ServerStream).await?;
         debug_assert!(opened.sending.is_none());
         stream.ok_or_else(|| RpcError::closed("no stream"))
     }
@@ -818,10 +824,8 @@ impl Client {
         data: Bytes,
         opts: CallOptions,
     ) -> Result<(RpcSender, RpcReply), RpcError> {
-        let lane = self.lane();
-        let on = lane.as_ref().unwrap_or(self);
-        let (opened, _) = on.open(method, &data, opts, Kind::ClientStream).await?;
-        let sender = opened.sender(on)?;
+        let (opened, _) = self.open(method, &data, opts, Kind::ClientStream).await?;
+        let sender = opened.sender(self)?;
         let reply = opened.reply.ok_or_else(|| RpcError::closed("no reply"))?;
         Ok((sender, reply))
     }
@@ -849,10 +853,8 @@ impl Client {
         data: Bytes,
         opts: CallOptions,
     ) -> Result<(RpcSender, RpcStream), RpcError> {
-        let lane = self.lane();
-        let on = lane.as_ref().unwrap_or(self);
-        let (opened, stream) = on.open(method, &data, opts, Kind::Bidi).await?;
-        let sender = opened.sender(on)?;
+        let (opened, stream) = self.open(method, &data, opts, Kind::Bidi).await?;
+        let sender = opened.sender(self)?;
         let stream = stream.ok_or_else(|| RpcError::closed("no stream"))?;
         Ok((sender, stream))
     }

@@ -17,8 +17,12 @@
 //! - closed once it has carried no new call for [`LANE_IDLE`] and none is in
 //!   flight on it (calls and streams keep their lane open until they end).
 //!
-//! A call, once on a lane, stays there; calls and streams behave on a lane
-//! exactly as on the first connection.
+//! Only unary calls go on lanes, and only while the first connection has
+//! calls in flight; streams and the calls made while it has none go on the
+//! first connection. So the first connection, whose end ends the client,
+//! is never left idle (for the server's idle timeout to close) while lanes
+//! carry the traffic. A call, once on a lane, behaves there exactly as on
+//! the first connection.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -113,8 +117,14 @@ impl Lanes {
     }
 
     /// The lane for a new call: `None` for the first connection. Each task
-    /// keeps to one of the first connection and the lanes open.
-    pub(super) fn pick(&self) -> Option<Client> {
+    /// keeps to one of the first connection and the lanes open, but a call
+    /// made while the first connection has none in flight goes there (so
+    /// that the first connection, whose end ends the client, is never left
+    /// idle for the server to close while lanes carry the calls).
+    pub(super) fn pick(&self, first_idle: bool) -> Option<Client> {
+        if first_idle {
+            return None;
+        }
         let mut open = lock(&self.open);
         if open.lanes.is_empty() {
             return None;
@@ -140,10 +150,23 @@ impl Lanes {
         {
             return;
         }
+        // Holding the token: a lane opened meanwhile is counted by now.
+        if self.count.load(Ordering::Acquire) + 1 >= self.max {
+            self.opening.store(false, Ordering::Release);
+            return;
+        }
         let task = tokio::spawn(run_lane(Arc::downgrade(self)));
         let mut tasks = lock(&self.tasks);
         tasks.retain(|t| !t.is_finished());
         tasks.push(task.abort_handle());
+    }
+
+    /// No lane is opened for a while: 10 s after a first failure (or a
+    /// lane that carried no call), twice as long after each further one.
+    fn back_off(&self) {
+        let failures = self.failures.fetch_add(1, Ordering::Relaxed).min(6);
+        let wait = (RETRY_AFTER * 2u32.pow(failures)).min(MAX_RETRY_AFTER);
+        *lock(&self.retry_at) = Some(Instant::now() + wait);
     }
 
     /// Fails the calls of every lane with `err` (see [`Client::fail_with`]).
@@ -161,7 +184,9 @@ impl Lanes {
             .await
             .map_err(|e| e.to_string())?;
         let peer = conn.peer_cred();
-        if peer.pid != self.server.pid || peer.uid != self.server.uid {
+        // Pid 0: the server is in a pid namespace this process cannot see,
+        // so the same pid would not prove the same process.
+        if self.server.pid <= 0 || peer.pid != self.server.pid || peer.uid != self.server.uid {
             return Err(format!(
                 "served by {peer}, not by the first connection's {}",
                 self.server
@@ -233,25 +258,25 @@ async fn run_lane(lanes: Weak<Lanes>) {
     let Some(pool) = lanes.upgrade() else {
         return;
     };
-    pool.opening.store(false, Ordering::Release);
     let lane = match opened {
         Ok(lane) => lane,
         Err(why) => {
             tracing::debug!(path = %pool.path.display(), %why, "no extra connection: calls stay on one");
-            let failures = pool.failures.fetch_add(1, Ordering::Relaxed).min(6);
-            let wait = (RETRY_AFTER * 2u32.pow(failures)).min(MAX_RETRY_AFTER);
-            *lock(&pool.retry_at) = Some(Instant::now() + wait);
+            pool.back_off();
+            pool.opening.store(false, Ordering::Release);
             return;
         }
     };
-    pool.failures.store(0, Ordering::Relaxed);
     {
         let mut open = lock(&pool.open);
         open.lanes.push(lane.clone());
-        pool.count.store(open.lanes.len(), Ordering::Relaxed);
+        pool.count.store(open.lanes.len(), Ordering::Release);
     }
+    // Only now, so that no second opener can see room that this lane took.
+    pool.opening.store(false, Ordering::Release);
     drop(pool);
-    let mut calls_seen = lane.calls_started();
+    let opened_at = lane.calls_started();
+    let mut calls_seen = opened_at;
     loop {
         tokio::time::sleep(LANE_IDLE).await;
         let started = lane.calls_started();
@@ -262,12 +287,21 @@ async fn run_lane(lanes: Weak<Lanes>) {
         }
     }
     if let Some(pool) = lanes.upgrade() {
-        let mut open = lock(&pool.open);
-        open.lanes.retain(|l| !l.same_connection(&lane));
-        pool.count.store(open.lanes.len(), Ordering::Relaxed);
-        if open.lanes.is_empty() {
-            // Idle: forget the tasks (and their memory).
-            open.places = HashMap::new();
+        {
+            let mut open = lock(&pool.open);
+            open.lanes.retain(|l| !l.same_connection(&lane));
+            pool.count.store(open.lanes.len(), Ordering::Release);
+            if open.lanes.is_empty() {
+                // Idle: forget the tasks (and their memory).
+                open.places = HashMap::new();
+            }
+        }
+        if lane.calls_started() == opened_at {
+            // It carried no call (the load was long streams on the first
+            // connection, say): not again soon.
+            pool.back_off();
+        } else {
+            pool.failures.store(0, Ordering::Relaxed);
         }
     }
     // The lane closes once the last call or stream on it is done.

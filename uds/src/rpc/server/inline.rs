@@ -128,6 +128,10 @@ impl<Fut: Future> Inline<Fut> {
                 Polled::Ready(out)
             }
             Ok(_) => {
+                if took > SLOW_POLL {
+                    // Computed long, then waited: never again on the spot.
+                    self.slow.store(true, Ordering::Relaxed);
+                }
                 let backoff = self
                     .backoff
                     .load(Ordering::Relaxed)
@@ -235,6 +239,16 @@ mod tests {
             poll_with_noop(&inline, slow),
             Polled::Ready(Ok(1))
         ));
+        assert!((0..10_000).all(|_| !inline.should_try()));
+
+        // Computing long and then waiting counts as long too.
+        let inline: Inline<Fut> = Inline::default();
+        let then_waits: Fut = Box::pin(async {
+            std::thread::sleep(SLOW_POLL * 2);
+            std::future::pending::<()>().await;
+            Ok(1)
+        });
+        assert!(matches!(poll_with_noop(&inline, then_waits), Polled::Pending(_)));
         assert!((0..10_000).all(|_| !inline.should_try()));
     }
 }
