@@ -248,7 +248,10 @@ mod tests {
             std::future::pending::<()>().await;
             Ok(1)
         });
-        assert!(matches!(poll_with_noop(&inline, then_waits), Polled::Pending(_)));
+        assert!(matches!(
+            poll_with_noop(&inline, then_waits),
+            Polled::Pending(_)
+        ));
         assert!((0..10_000).all(|_| !inline.should_try()));
     }
 }
