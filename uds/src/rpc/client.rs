@@ -535,7 +535,7 @@ impl Client {
         if self.reader_ended() {
             return None; // closed: calls fail at once, as the docs say
         }
-        lanes.pick(self.in_flight() == 0)
+        lanes.pick(|| self.in_flight() == 0)
     }
 
     /// Whether this connection's reading has ended (it is closed).

@@ -121,8 +121,9 @@ impl Lanes {
     /// made while the first connection has none in flight goes there (so
     /// that the first connection, whose end ends the client, is never left
     /// idle for the server to close while lanes carry the calls).
-    pub(super) fn pick(&self, first_idle: bool) -> Option<Client> {
-        if first_idle {
+    pub(super) fn pick(&self, first_idle: impl FnOnce() -> bool) -> Option<Client> {
+        // No lane (the usual case off load): nothing to lock or look up.
+        if self.count.load(Ordering::Acquire) == 0 || first_idle() {
             return None;
         }
         let mut open = lock(&self.open);
